@@ -1,0 +1,23 @@
+// The two ways to compute the model: the fused pipeline (CUDA kernels, or the same algorithm in
+// plain C++ on the CPU) and libtorch's native ops, the reference it is checked against.
+#pragma once
+
+#include "fused_layer.h"
+
+#include <ATen/ATen.h>
+
+namespace fused3d {
+
+// Fused conv -> hardswish -> moments -> GroupNorm-mean epilogue on x's device. The _out form writes
+// every element of a (B, Cout) float32 tensor the caller owns (tests poison it first).
+at::Tensor fused_forward(const at::Tensor& x, const FusedLayer& layer);
+void fused_forward_out(const at::Tensor& x, const FusedLayer& layer, at::Tensor& out);
+
+// The CPU implementation of the fused algorithm (float32 convolution, the same moments merge).
+void fused_forward_cpu_out(const at::Tensor& x, const FusedLayer& layer, at::Tensor& out);
+
+// conv3d -> hardswish -> group_norm -> mean through libtorch, with TF32 off so that float32 means
+// float32; with float64 tensors this is the float64 reference.
+at::Tensor native_forward(const at::Tensor& x, const FusedLayer& layer);
+
+}  // namespace fused3d

@@ -1,0 +1,272 @@
+// Fused conv3d -> bias -> hardswish -> per-(sample, channel) moments, then the GroupNorm-mean
+// epilogue. The convolution output (B x Cout x OD x OH x OW floats: 716 MB at the standard batch)
+// never reaches memory.
+//
+// Math (see moments.h): for each (n, c) we need the channel's spatial mean of h = hardswish(conv)
+// and its centred second moment; the group statistics and the normalized spatial mean follow.
+//
+// Data layout: x is (B, Cin, D, H, W) contiguous float32. Weights are repacked per call into
+// (Cout/16 tiles, Cin*KD*KH*KW taps, 16) so that one tap's 16 output channels are four float4
+// loads that every lane of a warp reads at the same address (a broadcast).
+//
+// Work split: a "strip" is kPositionsPerThread consecutive output columns of one output row; a
+// thread computes a strip for 16 output channels at once (64 accumulators), so each weight load
+// feeds 4 FMAs and each input load 16. A block covers kStripsPerTile strips of one sample and writes
+// one Moments per channel; blocks never touch each other's results (no atomics), and the epilogue
+// merges tiles in ascending order: the output is bitwise deterministic.
+//
+// Limits: stride 1, no padding, dilation 1, conv groups 1, float32; any Cin, Cout, kernel size.
+// Offsets within one sample are 32-bit (checked: Cin*D*H*W < 2^31); sample offsets are 64-bit.
+#include "fused_layer.h"
+#include "moments.h"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <limits>
+
+namespace fused3d {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
+constexpr int kCoutTile = 16;           // output channels per pass: accumulators per position
+constexpr int kPositionsPerThread = 4;  // consecutive output columns per thread
+constexpr int kStripsPerThread = 2;     // strips per thread per tile
+constexpr int kStripsPerTile = kThreads * kStripsPerThread;
+constexpr int kEpilogueThreads = 256;
+static_assert(kThreads % 32 == 0, "whole warps");
+static_assert(kCoutTile % 4 == 0, "a tap's weights are read as float4");
+static_assert(kCoutTile <= kThreads, "one thread per channel merges the warps' moments");
+
+struct ConvShape {
+  long long batch;
+  long long sample_stride;  // Cin*D*H*W
+  int cin, d, h, w;
+  int kd, kh, kw;
+  int od, oh, ow;
+  int cout, cout_tiles;
+  int strips_per_row, strips, tiles;
+};
+
+// ------------------------------------------------------------------------------------------------
+// CUDA kernels
+
+__device__ __forceinline__ Moments<float> shuffle_down(const Moments<float>& m, int offset) {
+  return {__shfl_down_sync(0xffffffffu, m.count, offset),
+          __shfl_down_sync(0xffffffffu, m.mean, offset),
+          __shfl_down_sync(0xffffffffu, m.m2, offset)};
+}
+
+// One block = one tile (kStripsPerTile strips) of one sample; writes partials[n][tile][0..Cout).
+__global__ void __launch_bounds__(kThreads)
+    conv_hardswish_moments_kernel(const float* __restrict__ x, const float4* __restrict__ packed_w,
+                                  const float* __restrict__ packed_bias, ConvShape s,
+                                  Moments<float>* __restrict__ partials) {
+  __shared__ Moments<float> warp_moments[kWarps][kCoutTile];
+  const long long n = blockIdx.x / s.tiles;
+  const int tile = blockIdx.x - n * s.tiles;
+  const float* xs = x + n * s.sample_stride;
+  const int taps = s.cin * s.kd * s.kh * s.kw;
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+
+  for (int ct = 0; ct < s.cout_tiles; ++ct) {
+    const float4* w_tile = packed_w + static_cast<size_t>(ct) * taps * (kCoutTile / 4);
+    Moments<float> running[kCoutTile];
+#pragma unroll
+    for (int j = 0; j < kCoutTile; ++j) running[j] = {0.f, 0.f, 0.f};
+
+    for (int i = 0; i < kStripsPerThread; ++i) {
+      const int strip = tile * kStripsPerTile + i * kThreads + threadIdx.x;
+      if (strip >= s.strips) break;
+      const int row = strip / s.strips_per_row;  // od * OH + oh
+      const int ow0 = (strip - row * s.strips_per_row) * kPositionsPerThread;
+      const int od = row / s.oh;
+      const int oh = row - od * s.oh;
+      const int valid = min(kPositionsPerThread, s.ow - ow0);
+      // Columns past the row end read the last valid column (in bounds) and are dropped later.
+      int col[kPositionsPerThread];
+#pragma unroll
+      for (int p = 0; p < kPositionsPerThread; ++p) col[p] = min(ow0 + p, s.ow - 1);
+
+      float acc[kPositionsPerThread][kCoutTile];
+#pragma unroll
+      for (int j = 0; j < kCoutTile; ++j) {
+        const float b = packed_bias[ct * kCoutTile + j];
+#pragma unroll
+        for (int p = 0; p < kPositionsPerThread; ++p) acc[p][j] = b;
+      }
+
+      const float4* w = w_tile;
+      for (int ci = 0; ci < s.cin; ++ci)
+        for (int kd = 0; kd < s.kd; ++kd)
+          for (int kh = 0; kh < s.kh; ++kh) {
+            const float* x_row = xs + ((ci * s.d + od + kd) * s.h + oh + kh) * s.w;
+            for (int kw = 0; kw < s.kw; ++kw, w += kCoutTile / 4) {
+              float xv[kPositionsPerThread];
+#pragma unroll
+              for (int p = 0; p < kPositionsPerThread; ++p) xv[p] = __ldg(x_row + col[p] + kw);
+#pragma unroll
+              for (int q = 0; q < kCoutTile / 4; ++q) {
+                const float4 w4 = __ldg(w + q);
+#pragma unroll
+                for (int p = 0; p < kPositionsPerThread; ++p) {
+                  acc[p][4 * q + 0] = fmaf(xv[p], w4.x, acc[p][4 * q + 0]);
+                  acc[p][4 * q + 1] = fmaf(xv[p], w4.y, acc[p][4 * q + 1]);
+                  acc[p][4 * q + 2] = fmaf(xv[p], w4.z, acc[p][4 * q + 2]);
+                  acc[p][4 * q + 3] = fmaf(xv[p], w4.w, acc[p][4 * q + 3]);
+                }
+              }
+            }
+          }
+
+#pragma unroll
+      for (int j = 0; j < kCoutTile; ++j) {
+        float h[kPositionsPerThread];
+#pragma unroll
+        for (int p = 0; p < kPositionsPerThread; ++p) h[p] = hardswish(acc[p][j]);
+        running[j] = merge_moments(running[j], moments_of(h, valid));
+      }
+    }
+
+    // Fixed-order reductions: lanes by shuffle-down, then warps in ascending order.
+#pragma unroll
+    for (int j = 0; j < kCoutTile; ++j) {
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2)
+        running[j] = merge_moments(running[j], shuffle_down(running[j], offset));
+      if (lane == 0) warp_moments[warp][j] = running[j];
+    }
+    __syncthreads();
+    const int c = ct * kCoutTile + threadIdx.x;
+    if (threadIdx.x < kCoutTile && c < s.cout) {
+      Moments<float> m = warp_moments[0][threadIdx.x];
+      for (int wi = 1; wi < kWarps; ++wi) m = merge_moments(m, warp_moments[wi][threadIdx.x]);
+      partials[(n * s.tiles + tile) * s.cout + c] = m;
+    }
+    __syncthreads();
+  }
+}
+
+__global__ void groupnorm_mean_epilogue_kernel(EpilogueParams p) {
+  const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= p.batch * p.channels) return;
+  groupnorm_mean_epilogue(p, i / p.channels, static_cast<int>(i % p.channels));
+}
+
+// ------------------------------------------------------------------------------------------------
+// Kernel launchers
+
+// (Cout, Cin, KD, KH, KW) -> (Cout tiles, taps, kCoutTile), zero-padded to whole tiles.
+at::Tensor pack_weights(const at::Tensor& weight) {
+  const int64_t cout = weight.size(0);
+  const int64_t padded = (cout + kCoutTile - 1) / kCoutTile * kCoutTile;
+  at::Tensor w = at::constant_pad_nd(weight.reshape({cout, -1}).t(), {0, padded - cout});
+  return w.reshape({w.size(0), padded / kCoutTile, kCoutTile}).permute({1, 0, 2}).contiguous();
+}
+
+at::Tensor pack_bias(const at::Tensor& bias, int64_t cout, const at::TensorOptions& options) {
+  const int64_t padded = (cout + kCoutTile - 1) / kCoutTile * kCoutTile;
+  if (!bias.defined()) return at::zeros({padded}, options);
+  return at::constant_pad_nd(bias.contiguous(), {0, padded - cout});
+}
+
+void launch_conv_hardswish_moments(const at::Tensor& x, const at::Tensor& packed_w,
+                                   const at::Tensor& packed_bias, const ConvShape& s,
+                                   at::Tensor& partials, cudaStream_t stream) {
+  const long long blocks = s.batch * s.tiles;
+  TORCH_CHECK(blocks <= std::numeric_limits<int>::max(), "fused3d: batch ", s.batch,
+              " needs more blocks than one launch takes");
+  conv_hardswish_moments_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+      x.data_ptr<float>(), reinterpret_cast<const float4*>(packed_w.data_ptr<float>()),
+      packed_bias.data_ptr<float>(), s, reinterpret_cast<Moments<float>*>(partials.data_ptr<float>()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+void launch_epilogue(const EpilogueParams& p, cudaStream_t stream) {
+  const long long threads = p.batch * p.channels;
+  const long long blocks = (threads + kEpilogueThreads - 1) / kEpilogueThreads;
+  groupnorm_mean_epilogue_kernel<<<static_cast<unsigned>(blocks), kEpilogueThreads, 0, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+// Entry: checks (shapes in the messages), then the two launches on the current stream.
+
+void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, at::Tensor& out) {
+  const std::string malformed = malformed_reason(layer);
+  TORCH_CHECK(malformed.empty(), "fused3d: ", malformed);
+  const std::string unsupported = unsupported_reason(layer);
+  TORCH_CHECK(unsupported.empty(), "fused3d: ", unsupported);
+  const std::string mismatch = input_mismatch_reason(input, layer);
+  TORCH_CHECK(mismatch.empty(), "fused3d: ", mismatch);
+  TORCH_CHECK(input.is_cuda() && layer.weight.device() == input.device(),
+              "fused3d: input and weights must be on the same CUDA device, got ", input.device(),
+              " and ", layer.weight.device());
+  const c10::cuda::CUDAGuard guard(input.device());
+
+  const at::Tensor x = input.contiguous();
+  const auto k = layer.kernel();
+  ConvShape s{};
+  s.batch = x.size(0);
+  s.cin = static_cast<int>(x.size(1));
+  s.d = static_cast<int>(x.size(2));
+  s.h = static_cast<int>(x.size(3));
+  s.w = static_cast<int>(x.size(4));
+  s.sample_stride = x.stride(0);
+  TORCH_CHECK(x.numel() == 0 || s.sample_stride < std::numeric_limits<int>::max(),
+              "fused3d: one sample of shape ", shape_string(x.sizes().slice(1)),
+              " has 2^31 elements or more; per-sample offsets are 32-bit");
+  s.kd = static_cast<int>(k[0]);
+  s.kh = static_cast<int>(k[1]);
+  s.kw = static_cast<int>(k[2]);
+  s.od = s.d - s.kd + 1;
+  s.oh = s.h - s.kh + 1;
+  s.ow = s.w - s.kw + 1;
+  s.cout = static_cast<int>(layer.out_channels());
+  s.cout_tiles = (s.cout + kCoutTile - 1) / kCoutTile;
+  s.strips_per_row = (s.ow + kPositionsPerThread - 1) / kPositionsPerThread;
+  s.strips = s.od * s.oh * s.strips_per_row;
+  s.tiles = (s.strips + kStripsPerTile - 1) / kStripsPerTile;
+
+  const auto options = x.options();
+  TORCH_CHECK(out.is_contiguous() && out.device() == x.device() && out.scalar_type() == at::kFloat &&
+                  out.sizes() == at::IntArrayRef({s.batch, static_cast<int64_t>(s.cout)}),
+              "fused3d: out must be a contiguous float32 (", s.batch, ", ", s.cout, ") tensor on ",
+              x.device(), ", got ", shape_string(out.sizes()), " ", dtype_name(out.scalar_type()), " on ",
+              out.device());
+  if (s.batch == 0) return;
+
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const at::Tensor packed_w = pack_weights(layer.weight);
+  const at::Tensor packed_bias = pack_bias(layer.bias, s.cout, options);
+  static_assert(sizeof(Moments<float>) == 3 * sizeof(float), "partials are viewed as floats");
+  at::Tensor partials = at::empty({s.batch, s.tiles, s.cout, 3}, options);
+  launch_conv_hardswish_moments(x, packed_w, packed_bias, s, partials, stream);
+
+  const at::Tensor gamma = layer.gamma.defined() ? layer.gamma.contiguous() : at::Tensor();
+  const at::Tensor beta = layer.beta.defined() ? layer.beta.contiguous() : at::Tensor();
+  EpilogueParams p{};
+  p.partials = reinterpret_cast<const Moments<float>*>(partials.data_ptr<float>());
+  p.gamma = gamma.defined() ? gamma.data_ptr<float>() : nullptr;
+  p.beta = beta.defined() ? beta.data_ptr<float>() : nullptr;
+  p.out = out.data_ptr<float>();
+  p.batch = s.batch;
+  p.tiles = s.tiles;
+  p.channels = s.cout;
+  p.groups = static_cast<int>(layer.norm_groups);
+  p.eps = layer.eps;
+  launch_epilogue(p, stream);
+}
+
+at::Tensor fused_forward_cuda(const at::Tensor& input, const FusedLayer& layer) {
+  at::Tensor out = at::empty({input.dim() > 0 ? input.size(0) : 0, layer.out_channels()}, input.options());
+  fused_forward_cuda_out(input, layer, out);
+  return out;
+}
+
+}  // namespace fused3d

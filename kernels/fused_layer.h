@@ -1,0 +1,155 @@
+// The layer the fused kernels compute, and what they can run: the one description shared by the
+// CUDA entry, the CPU path, the executable and the Python extension.
+//
+//   y   = conv3d(x, weight, bias)           stride, padding, dilation, conv_groups as given
+//   h   = hardswish(y)
+//   g   = group_norm(h, norm_groups, gamma, beta, eps)
+//   out = mean(g, dims = [2, 3, 4])          -> (B, Cout)
+//
+// Checks return a reason (empty when fine) rather than throwing, so that each caller reports it its
+// own way: the executable as a one-line user error, the kernel entries through TORCH_CHECK.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <cstdint>
+#include <sstream>
+#include <string>
+
+namespace fused3d {
+
+struct FusedLayer {
+  at::Tensor weight;  // (Cout, Cin, KD, KH, KW)
+  at::Tensor bias;    // (Cout), or undefined: no bias
+  at::Tensor gamma;   // (Cout), or undefined: GroupNorm without affine
+  at::Tensor beta;    // (Cout), or undefined: GroupNorm without affine
+  std::array<int64_t, 3> stride{1, 1, 1};
+  std::array<int64_t, 3> padding{0, 0, 0};
+  std::array<int64_t, 3> dilation{1, 1, 1};
+  int64_t conv_groups = 1;
+  int64_t norm_groups = 1;
+  double eps = 1e-5;
+
+  int64_t in_channels() const { return weight.size(1); }
+  int64_t out_channels() const { return weight.size(0); }
+  std::array<int64_t, 3> kernel() const { return {weight.size(2), weight.size(3), weight.size(4)}; }
+};
+
+inline std::string shape_string(at::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << '(';
+  for (size_t i = 0; i < sizes.size(); ++i) s << (i ? ", " : "") << sizes[i];
+  s << (sizes.size() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+// "float32", "int64": the names Python users know.
+inline std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kDouble: return "float64";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    case at::kLong: return "int64";
+    case at::kInt: return "int32";
+    case at::kShort: return "int16";
+    case at::kChar: return "int8";
+    case at::kByte: return "uint8";
+    case at::kBool: return "bool";
+    default: return c10::toString(t);
+  }
+}
+
+inline std::string triple_string(const std::array<int64_t, 3>& v) {
+  return shape_string(at::IntArrayRef(v.data(), v.size()));
+}
+
+// Whether the parameter tensors are consistent with each other (a malformed model otherwise).
+inline std::string malformed_reason(const FusedLayer& l) {
+  std::ostringstream why;
+  if (!l.weight.defined() || l.weight.dim() != 5) {
+    why << "conv weight must be 5-D (Cout, Cin, KD, KH, KW), got "
+        << (l.weight.defined() ? shape_string(l.weight.sizes()) : std::string("none"));
+    return why.str();
+  }
+  const int64_t cout = l.out_channels();
+  const auto expect_vector = [&](const at::Tensor& t, const char* name) {
+    if (t.defined() && (t.dim() != 1 || t.size(0) != cout))
+      why << name << " must have shape (" << cout << ",) to match the conv weight "
+          << shape_string(l.weight.sizes()) << ", got " << shape_string(t.sizes());
+  };
+  expect_vector(l.bias, "conv bias");
+  if (why.tellp() == 0) expect_vector(l.gamma, "group_norm weight");
+  if (why.tellp() == 0) expect_vector(l.beta, "group_norm bias");
+  if (why.tellp() == 0 && l.gamma.defined() != l.beta.defined())
+    why << "group_norm has a weight but no bias (or the reverse)";
+  if (why.tellp() == 0 && (l.norm_groups < 1 || cout % l.norm_groups != 0))
+    why << "group_norm groups (" << l.norm_groups << ") must divide the " << cout
+        << " output channels";
+  if (why.tellp() == 0 && !(l.eps >= 0.0)) why << "group_norm eps must be >= 0, got " << l.eps;
+  return why.str();
+}
+
+// Whether the fused kernels implement this layer (it is assumed well formed).
+inline std::string unsupported_reason(const FusedLayer& l) {
+  std::ostringstream why;
+  const auto is = [](const std::array<int64_t, 3>& v, int64_t x) {
+    return v[0] == x && v[1] == x && v[2] == x;
+  };
+  if (!is(l.stride, 1))
+    why << "conv stride " << triple_string(l.stride) << " is not supported (fused kernels: stride 1)";
+  else if (!is(l.padding, 0))
+    why << "conv padding " << triple_string(l.padding)
+        << " is not supported (fused kernels: no padding)";
+  else if (!is(l.dilation, 1))
+    why << "conv dilation " << triple_string(l.dilation)
+        << " is not supported (fused kernels: dilation 1)";
+  else if (l.conv_groups != 1)
+    why << "conv groups " << l.conv_groups << " is not supported (fused kernels: groups 1)";
+  else if (l.weight.scalar_type() != at::kFloat)
+    why << "model dtype " << dtype_name(l.weight.scalar_type()) << " is not supported (fused kernels: float32)";
+  for (const at::Tensor* t : {&l.bias, &l.gamma, &l.beta})
+    if (why.tellp() == 0 && t->defined() && t->scalar_type() != at::kFloat)
+      why << "model parameter dtype " << dtype_name(t->scalar_type())
+          << " is not supported (fused kernels: float32)";
+  return why.str();
+}
+
+// Whether x is an input this layer can take: rank, dtype, channels, spatial size vs kernel.
+inline std::string input_mismatch_reason(const at::Tensor& x, const FusedLayer& l) {
+  std::ostringstream why;
+  if (x.dim() != 5) {
+    why << "input must be 5-D (B, C, D, H, W), got shape " << shape_string(x.sizes());
+  } else if (x.scalar_type() != l.weight.scalar_type()) {
+    why << "input dtype " << dtype_name(x.scalar_type()) << " does not match the model dtype "
+        << dtype_name(l.weight.scalar_type());
+  } else if (x.size(1) != l.in_channels() * l.conv_groups) {
+    why << "input has " << x.size(1) << " channels, the model expects "
+        << l.in_channels() * l.conv_groups << " (input shape " << shape_string(x.sizes()) << ")";
+  } else {
+    const auto k = l.kernel();
+    for (int a = 0; a < 3; ++a) {
+      const int64_t padded = x.size(2 + a) + 2 * l.padding[a];
+      const int64_t reach = l.dilation[a] * (k[a] - 1) + 1;
+      if (padded < reach) {
+        why << "input spatial size " << shape_string(x.sizes().slice(2))
+            << " is smaller than the conv kernel " << triple_string(k) << " along axis " << a;
+        break;
+      }
+    }
+  }
+  return why.str();
+}
+
+// Output spatial extent along one axis.
+inline int64_t conv_output_size(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
+  return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1;
+}
+
+// The CUDA pipeline (conv3d_hardswish_groupnorm_mean.cu). The _out form writes every element of a
+// caller's (B, Cout) float32 tensor, so callers can poison it first.
+at::Tensor fused_forward_cuda(const at::Tensor& x, const FusedLayer& layer);
+void fused_forward_cuda_out(const at::Tensor& x, const FusedLayer& layer, at::Tensor& out);
+
+}  // namespace fused3d

@@ -1,0 +1,133 @@
+// The real executable, driven as a user drives it: good runs, and every kind of bad input giving
+// one line on stderr and exit code 2 (never an abort or a stack dump).
+#include "fused3d/errors.h"
+#include "test_support.h"
+
+#include <sys/wait.h>
+#include <torch/cuda.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace fused3d::test {
+namespace {
+
+struct CliRun {
+  int code;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+int shell(const std::string& command) {
+  const int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+CliRun run_cli(const std::string& args) {
+  static int counter = 0;
+  const std::string base = ::testing::TempDir() + "/fused3d_cli_" + std::to_string(counter++);
+  const int code = shell(std::string(FUSED3D_EXECUTABLE) + " " + args + " >" + base + ".out 2>" + base + ".err");
+  return {code, slurp(base + ".out"), slurp(base + ".err")};
+}
+
+// Relative L2 of a .pt the executable wrote against a .pt PyTorch wrote, computed by Python.
+int python_compare(const std::string& ours, const std::string& reference, double bound) {
+  std::ostringstream cmd;
+  cmd << FUSED3D_PYTHON << " -c \"import sys, torch; o = torch.load(sys.argv[1]); r = torch.load(sys.argv[2]); "
+      << "e = ((o - r).norm() / r.norm()).item(); print('python: relative L2', e); "
+      << "sys.exit(0 if o.shape == r.shape and e <= " << bound << " else 1)\" " << ours << " " << reference;
+  return shell(cmd.str());
+}
+
+std::vector<std::string> devices() {
+  std::vector<std::string> d{"cpu"};
+  if (torch::cuda::is_available()) d.push_back("cuda");
+  return d;
+}
+
+TEST(Cli, HelpListsTheOptions) {
+  const CliRun r = run_cli("--help");
+  EXPECT_EQ(r.code, 0);
+  for (const char* option : {"--model", "--input", "--output", "--device", "--check", "--bench", "--seed"})
+    EXPECT_NE(r.out.find(option), std::string::npos) << option;
+}
+
+TEST(Cli, BadInputGivesOneLineAndExitCode2) {
+  const std::string f = FUSED3D_FIXTURE_DIR;
+  const struct {
+    std::string args, fragment;
+  } cases[] = {
+      {"--bogus", "--bogus"},
+      {"--batch -3", "--batch"},
+      {"--device tpu", "--device"},
+      {"--model " + f + "/missing.pt", "cannot open model file"},
+      {"--input " + f + "/missing.pt", "cannot open tensor file"},
+      {"--model " + f + "/standard_x.pt", "not a TorchScript model"},
+      {"--model " + f + "/relu_model.pt", "has no hardswish"},
+      {"--model " + f + "/scaled_output.pt", "returns something other than the mean"},
+      {"--model " + f + "/reflect_padded.pt", "does not apply the convolution"},
+      {"--model " + f + "/conv2d_model.pt", "has no convolution"},
+      {"--model " + f + "/stride2.pt", "stride (2, 2, 2) is not supported"},
+      {"--model " + f + "/padding1.pt", "padding (1, 1, 1) is not supported"},
+      {"--model " + f + "/dilation2.pt", "dilation (2, 2, 2) is not supported"},
+      {"--model " + f + "/float64_model.pt", "float64 is not supported"},
+      {"--input " + f + "/rank4_x.pt", "must be 5-D"},
+      {"--input " + f + "/int64_x.pt", "dtype int64"},
+      {"--input " + f + "/channels5_x.pt", "has 5 channels, the model expects 3"},
+      {"--input " + f + "/small_x.pt", "smaller than the conv kernel"},
+      {"--input " + f + "/list.pt", "expected a single tensor"},
+      {"--input " + f + "/text.pt", "not a tensor file"},
+      {"--input " + f + "/truncated_x.pt", "not a tensor file"},
+      {"--batch 1 --device cpu --output " + f + "/no_such_dir/out.pt", "cannot write output file"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args);
+    const CliRun r = run_cli(c.args);
+    EXPECT_EQ(r.code, kExitUsage) << r.err;
+    EXPECT_EQ(r.err.rfind("fused3d: error: ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(c.fragment), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
+  }
+}
+
+TEST(Cli, ScriptedAndTracedExportsCheckAndWriteWhatPythonReads) {
+  const std::string f = FUSED3D_FIXTURE_DIR;
+  for (const std::string& device : devices())
+    for (const char* model : {"standard_scripted.pt", "standard_traced.pt"}) {
+      SCOPED_TRACE(device + " " + model);
+      const std::string out = ::testing::TempDir() + "/fused3d_out_" + device + "_" + model;
+      const CliRun r = run_cli("--model " + f + "/" + model + " --input " + f + "/standard_x.pt --output " + out +
+                               " --check --device " + device);
+      EXPECT_EQ(r.code, 0) << r.out << r.err;
+      EXPECT_NE(r.out.find("PASS"), std::string::npos) << r.out;
+      EXPECT_EQ(python_compare(out, f + "/standard_ref.pt", kFloat32Bound), 0);
+    }
+}
+
+TEST(Cli, EmbeddedDefaultPassesCheck) {
+  // The full standard batch on the GPU; a small one on the CPU (68.8 GFLOP is minutes there).
+  const std::string args = torch::cuda::is_available() ? "--check --device cuda" : "--check --device cpu --batch 4";
+  const CliRun r = run_cli(args);
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("embedded default"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("PASS"), std::string::npos) << r.out;
+}
+
+TEST(Cli, BenchPrintsTimesAndSpeedup) {
+  for (const std::string& device : devices()) {
+    const CliRun r = run_cli("--device " + device + " --batch 2 --bench 3");
+    EXPECT_EQ(r.code, 0) << r.err;
+    for (const char* field : {"fused", "native", "speedup", "TFLOP/s", "GB/s"})
+      EXPECT_NE(r.out.find(field), std::string::npos) << device << ": " << field << "\n" << r.out;
+  }
+}
+
+}  // namespace
+}  // namespace fused3d::test
