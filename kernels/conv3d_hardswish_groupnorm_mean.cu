@@ -17,6 +17,10 @@
 //
 // Limits: stride 1, no padding, dilation 1, conv groups 1, float32; any Cin, Cout, kernel size.
 // Offsets within one sample are 32-bit (checked: Cin*D*H*W < 2^31); sample offsets are 64-bit.
+//
+// The entry below picks the tensor-core fast path (conv3d_k4_tensorcore.cu) when it can run the
+// layer and this general float32 kernel otherwise; both feed the same epilogue.
+#include "conv3d_k4_tensorcore.h"
 #include "fused_layer.h"
 #include "moments.h"
 
@@ -24,7 +28,9 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <deque>
 #include <limits>
+#include <mutex>
 
 namespace fused3d {
 namespace {
@@ -192,12 +198,62 @@ void launch_epilogue(const EpilogueParams& p, cudaStream_t stream) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+
+// Packed weights are cached per model: repacking costs a handful of small launches (~20 us), as
+// much as the whole B=1 forward. An entry holds a reference to the weight and bias it was made
+// from, so their storage cannot be reused by another tensor while cached, and their version
+// counters catch in-place changes.
+struct PackedEntry {
+  at::Tensor weight, bias;
+  int64_t weight_version, bias_version;
+  Precision precision;
+  bool tensorcore;
+  TensorcoreWeights tc;          // tensor-core path
+  at::Tensor general_w, general_b;  // general path
+};
+
+bool same_source(const PackedEntry& e, const FusedLayer& l, Precision precision, bool tensorcore) {
+  const bool same_bias = e.bias.defined() ? (l.bias.defined() && e.bias.is_same(l.bias) &&
+                                             e.bias_version == l.bias._version())
+                                          : !l.bias.defined();
+  return e.tensorcore == tensorcore && e.precision == precision && e.weight.is_same(l.weight) &&
+         e.weight_version == l.weight._version() && same_bias;
+}
+
+PackedEntry packed_weights(const FusedLayer& l, Precision precision, bool tensorcore) {
+  constexpr size_t kCacheEntries = 8;
+  static std::mutex mutex;
+  static std::deque<PackedEntry> cache;  // most recent first
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (const PackedEntry& e : cache)
+      if (same_source(e, l, precision, tensorcore)) return e;
+  }
+  PackedEntry e{l.weight, l.bias, l.weight._version(), l.bias.defined() ? l.bias._version() : 0, precision, tensorcore, {}, {}, {}};
+  if (tensorcore) {
+    e.tc = pack_tensorcore_k4_weights(l, precision);
+  } else {
+    e.general_w = pack_weights(l.weight);
+    e.general_b = pack_bias(l.bias, l.out_channels(), l.weight.options());
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  cache.push_front(e);
+  if (cache.size() > kCacheEntries) cache.pop_back();
+  return e;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------
 // Entry: checks (shapes in the messages), then the two launches on the current stream.
 
-void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, at::Tensor& out) {
+std::string fused_cuda_kernel_name(const FusedLayer& layer, const at::Tensor& x, Precision precision) {
+  if (!tensorcore_k4_can_run(layer, x)) return "general (float32 CUDA cores)";
+  return precision == Precision::kAccurate ? "tensor-core k4 (x TF32, weights split hi+lo TF32)"
+                                           : "tensor-core k4 (TF32)";
+}
+
+void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Precision precision, at::Tensor& out) {
   const std::string malformed = malformed_reason(layer);
   TORCH_CHECK(malformed.empty(), "fused3d: ", malformed);
   const std::string unsupported = unsupported_reason(layer);
@@ -210,43 +266,51 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, at
   const c10::cuda::CUDAGuard guard(input.device());
 
   const at::Tensor x = input.contiguous();
-  const auto k = layer.kernel();
-  ConvShape s{};
-  s.batch = x.size(0);
-  s.cin = static_cast<int>(x.size(1));
-  s.d = static_cast<int>(x.size(2));
-  s.h = static_cast<int>(x.size(3));
-  s.w = static_cast<int>(x.size(4));
-  s.sample_stride = x.stride(0);
-  TORCH_CHECK(x.numel() == 0 || s.sample_stride < std::numeric_limits<int>::max(),
-              "fused3d: one sample of shape ", shape_string(x.sizes().slice(1)),
-              " has 2^31 elements or more; per-sample offsets are 32-bit");
-  s.kd = static_cast<int>(k[0]);
-  s.kh = static_cast<int>(k[1]);
-  s.kw = static_cast<int>(k[2]);
-  s.od = s.d - s.kd + 1;
-  s.oh = s.h - s.kh + 1;
-  s.ow = s.w - s.kw + 1;
-  s.cout = static_cast<int>(layer.out_channels());
-  s.cout_tiles = (s.cout + kCoutTile - 1) / kCoutTile;
-  s.strips_per_row = (s.ow + kPositionsPerThread - 1) / kPositionsPerThread;
-  s.strips = s.od * s.oh * s.strips_per_row;
-  s.tiles = (s.strips + kStripsPerTile - 1) / kStripsPerTile;
-
-  const auto options = x.options();
+  const int64_t batch = x.size(0), cout = layer.out_channels();
   TORCH_CHECK(out.is_contiguous() && out.device() == x.device() && out.scalar_type() == at::kFloat &&
-                  out.sizes() == at::IntArrayRef({s.batch, static_cast<int64_t>(s.cout)}),
-              "fused3d: out must be a contiguous float32 (", s.batch, ", ", s.cout, ") tensor on ",
+                  out.sizes() == at::IntArrayRef({batch, cout}),
+              "fused3d: out must be a contiguous float32 (", batch, ", ", cout, ") tensor on ",
               x.device(), ", got ", shape_string(out.sizes()), " ", dtype_name(out.scalar_type()), " on ",
               out.device());
-  if (s.batch == 0) return;
+  TORCH_CHECK(x.numel() == 0 || x.stride(0) < std::numeric_limits<int>::max(),
+              "fused3d: one sample of shape ", shape_string(x.sizes().slice(1)),
+              " has 2^31 elements or more; per-sample offsets are 32-bit");
+  if (batch == 0) return;
 
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const at::Tensor packed_w = pack_weights(layer.weight);
-  const at::Tensor packed_bias = pack_bias(layer.bias, s.cout, options);
+  const bool tensorcore = tensorcore_k4_can_run(layer, x);
+  const PackedEntry packed = packed_weights(layer, precision, tensorcore);
   static_assert(sizeof(Moments<float>) == 3 * sizeof(float), "partials are viewed as floats");
-  at::Tensor partials = at::empty({s.batch, s.tiles, s.cout, 3}, options);
-  launch_conv_hardswish_moments(x, packed_w, packed_bias, s, partials, stream);
+  at::Tensor partials;
+  int tiles = 0;
+  if (tensorcore) {
+    tiles = tensorcore_k4_tiles(x);
+    partials = at::empty({batch, tiles, cout, 3}, x.options());
+    launch_tensorcore_k4_moments(x, packed.tc, partials, tiles, stream);
+  } else {
+    const auto k = layer.kernel();
+    ConvShape s{};
+    s.batch = batch;
+    s.cin = static_cast<int>(x.size(1));
+    s.d = static_cast<int>(x.size(2));
+    s.h = static_cast<int>(x.size(3));
+    s.w = static_cast<int>(x.size(4));
+    s.sample_stride = x.stride(0);
+    s.kd = static_cast<int>(k[0]);
+    s.kh = static_cast<int>(k[1]);
+    s.kw = static_cast<int>(k[2]);
+    s.od = s.d - s.kd + 1;
+    s.oh = s.h - s.kh + 1;
+    s.ow = s.w - s.kw + 1;
+    s.cout = static_cast<int>(cout);
+    s.cout_tiles = (s.cout + kCoutTile - 1) / kCoutTile;
+    s.strips_per_row = (s.ow + kPositionsPerThread - 1) / kPositionsPerThread;
+    s.strips = s.od * s.oh * s.strips_per_row;
+    s.tiles = (s.strips + kStripsPerTile - 1) / kStripsPerTile;
+    tiles = s.tiles;
+    partials = at::empty({batch, tiles, cout, 3}, x.options());
+    launch_conv_hardswish_moments(x, packed.general_w, packed.general_b, s, partials, stream);
+  }
 
   const at::Tensor gamma = layer.gamma.defined() ? layer.gamma.contiguous() : at::Tensor();
   const at::Tensor beta = layer.beta.defined() ? layer.beta.contiguous() : at::Tensor();
@@ -255,17 +319,17 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, at
   p.gamma = gamma.defined() ? gamma.data_ptr<float>() : nullptr;
   p.beta = beta.defined() ? beta.data_ptr<float>() : nullptr;
   p.out = out.data_ptr<float>();
-  p.batch = s.batch;
-  p.tiles = s.tiles;
-  p.channels = s.cout;
+  p.batch = batch;
+  p.tiles = tiles;
+  p.channels = static_cast<int>(cout);
   p.groups = static_cast<int>(layer.norm_groups);
   p.eps = layer.eps;
   launch_epilogue(p, stream);
 }
 
-at::Tensor fused_forward_cuda(const at::Tensor& input, const FusedLayer& layer) {
+at::Tensor fused_forward_cuda(const at::Tensor& input, const FusedLayer& layer, Precision precision) {
   at::Tensor out = at::empty({input.dim() > 0 ? input.size(0) : 0, layer.out_channels()}, input.options());
-  fused_forward_cuda_out(input, layer, out);
+  fused_forward_cuda_out(input, layer, precision, out);
   return out;
 }
 

@@ -19,6 +19,11 @@
 
 namespace fused3d {
 
+// How the CUDA tensor-core path rounds its operands (the CPU and general CUDA paths are float32).
+//   kAccurate: x rounded to TF32, weights split hi + lo (two MMAs): relative L2 ~1e-6 vs float64
+//   kTF32:     x and weights rounded to TF32 (one MMA), PyTorch's allow_tf32 trade: ~3e-4
+enum class Precision { kAccurate, kTF32 };
+
 struct FusedLayer {
   at::Tensor weight;  // (Cout, Cin, KD, KH, KW)
   at::Tensor bias;    // (Cout), or undefined: no bias
@@ -149,7 +154,9 @@ inline int64_t conv_output_size(int64_t in, int64_t k, int64_t stride, int64_t p
 
 // The CUDA pipeline (conv3d_hardswish_groupnorm_mean.cu). The _out form writes every element of a
 // caller's (B, Cout) float32 tensor, so callers can poison it first.
-at::Tensor fused_forward_cuda(const at::Tensor& x, const FusedLayer& layer);
-void fused_forward_cuda_out(const at::Tensor& x, const FusedLayer& layer, at::Tensor& out);
+at::Tensor fused_forward_cuda(const at::Tensor& x, const FusedLayer& layer, Precision precision);
+void fused_forward_cuda_out(const at::Tensor& x, const FusedLayer& layer, Precision precision, at::Tensor& out);
+// Which CUDA kernel fused_forward_cuda runs for this layer and input, in words.
+std::string fused_cuda_kernel_name(const FusedLayer& layer, const at::Tensor& x, Precision precision);
 
 }  // namespace fused3d

@@ -27,8 +27,8 @@ TEST_F(FusedCuda, MatchesNativeAndFloat64OverShapeMatrix) {
   }
 }
 
-// The standard layer at a batch that fills the GPU, three input distributions (DESIGN-NOTES:
-// U[0,1), N(0,1), U[5,6)).
+// The standard layer (tensor-core path, accurate mode) at a batch that fills the GPU, three input
+// distributions (DESIGN-NOTES: U[0,1), N(0,1), U[5,6)).
 TEST_F(FusedCuda, StandardLayerOnThreeInputDistributions) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(11);
   const LayerSpec spec{64, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
@@ -37,6 +37,33 @@ TEST_F(FusedCuda, StandardLayerOnThreeInputDistributions) {
   expect_matches_references(layer, uniform, cuda_, kFloat32Bound);
   expect_matches_references(layer, at::randn(uniform.sizes(), gen), cuda_, kFloat32Bound);
   expect_matches_references(layer, random_input(spec, gen) + 5.0, cuda_, kFloat32Bound);
+}
+
+// Spatial sizes where the tensor-core path's last row and column tiles overlap their neighbours
+// by different amounts (1, 3, 9 rows; 0, 11 columns: more than 8 masks both of a lane's columns).
+TEST_F(FusedCuda, TensorcorePathTileOverlapsInBothModes) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(15);
+  const LayerSpec specs[] = {{3, 2, 16, 4, {4, 4, 4}, {5, 14, 19}, true, true},
+                             {2, 5, 16, 2, {4, 4, 4}, {6, 30, 40}, false, true},
+                             {2, 1, 16, 16, {4, 4, 4}, {4, 32, 32}, true, false}};
+  for (const LayerSpec& spec : specs) {
+    SCOPED_TRACE(to_string(spec));
+    const FusedLayer layer = random_layer(spec, gen);
+    const at::Tensor x = random_input(spec, gen);
+    ASSERT_NE(fused_kernel_name(x.to(cuda_), layer_to(layer, cuda_, at::kFloat), Precision::kAccurate).find("tensor-core"),
+              std::string::npos);
+    expect_matches_references(layer, x, cuda_, kFloat32Bound, Precision::kAccurate);
+    expect_matches_references(layer, x, cuda_, kTF32Bound, Precision::kTF32);
+  }
+}
+
+TEST_F(FusedCuda, TF32ModeOnUniformAndNormalInputs) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(16);
+  const LayerSpec spec{64, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
+  const FusedLayer layer = random_layer(spec, gen);
+  const at::Tensor uniform = random_input(spec, gen);
+  expect_matches_references(layer, uniform, cuda_, kTF32Bound, Precision::kTF32);
+  expect_matches_references(layer, at::randn(uniform.sizes(), gen), cuda_, kTF32Bound, Precision::kTF32);
 }
 
 TEST_F(FusedCuda, MatchesPyTorchOutputSavedByTheExporter) {

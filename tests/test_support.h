@@ -27,6 +27,10 @@ inline double relative_l2(const at::Tensor& a, const at::Tensor& b) {
 // std that is itself computed to ~1e-7. Measured: ~1e-7 (DESIGN-NOTES: cuDNN 7e-8 to 1e-7). 1e-5
 // is the accurate mode's promise, with a margin of two orders over what float32 gives.
 constexpr double kFloat32Bound = 1e-5;
+// The tf32 mode rounds x and the weights to TF32 (10-bit mantissa, 2^-11 relative). The weight
+// rounding is systematic and does not average out over the spatial mean: DESIGN-NOTES measured
+// 2.6e-4 (U[0,1)) and 2.3e-5 (N(0,1)) relative L2 in emulation. 1e-3 is the mode's promise (issue 3).
+constexpr double kTF32Bound = 1e-3;
 
 struct LayerSpec {
   int64_t batch, cin, cout, groups;
@@ -78,17 +82,18 @@ inline std::vector<LayerSpec> shape_matrix() {
 // The fused pipeline on `device`, written into a NaN-poisoned output, against libtorch native
 // (float32, same device) and float64 (CPU). Returns the fused output.
 inline at::Tensor expect_matches_references(const FusedLayer& layer_cpu, const at::Tensor& x_cpu,
-                                            at::Device device, double bound) {
+                                            at::Device device, double bound,
+                                            Precision precision = Precision::kAccurate) {
   const FusedLayer layer = layer_to(layer_cpu, device, at::kFloat);
   const at::Tensor x = x_cpu.to(device);
   at::Tensor out = at::full({x.size(0), layer.out_channels()}, NAN, x.options());
-  fused_forward_out(x, layer, out);
+  fused_forward_out(x, layer, precision, out);
   EXPECT_TRUE(at::isfinite(out).all().item<bool>()) << "unwritten (NaN-poisoned) or non-finite output";
   const at::Tensor native = native_forward(x, layer);
   const at::Tensor f64 = native_forward(x_cpu.to(at::kDouble), layer_to(layer_cpu, at::kCPU, at::kDouble));
   EXPECT_LE(relative_l2(out, f64), bound) << "fused vs float64";
   EXPECT_LE(relative_l2(out, native), bound) << "fused vs libtorch native";
-  EXPECT_LE(relative_l2(native, f64), bound) << "native vs float64 (the reference itself)";
+  EXPECT_LE(relative_l2(native, f64), kFloat32Bound) << "native vs float64 (the reference itself)";
   return out;
 }
 

@@ -20,7 +20,8 @@ struct Timing {
 Timing time_runs(const std::function<void(int)>& fn, int runs, int warmup, at::Device device);
 
 // Times the fused pipeline and libtorch native on the same data and prints times, speedup,
-// achieved TFLOP/s and GB/s.
-void run_benchmark(const FusedLayer& layer, const at::Tensor& x, int runs, std::ostream& out);
+// achieved TFLOP/s and GB/s, and (on CUDA) the fraction of the two floors measured on this GPU:
+// reading the input once, and the convolution's FLOPs at the TF32 GEMM rate.
+void run_benchmark(const FusedLayer& layer, const at::Tensor& x, Precision precision, int runs, std::ostream& out);
 
 }  // namespace fused3d

@@ -3,6 +3,7 @@
 
 #include "fused3d/pipeline.h"
 
+#include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
 
@@ -66,7 +67,32 @@ Timing time_runs(const std::function<void(int)>& fn, int runs, int warmup, at::D
   return summarize(std::move(ms));
 }
 
-void run_benchmark(const FusedLayer& layer, const at::Tensor& x, int runs, std::ostream& out) {
+// The two ceilings the floors are computed from, measured on this GPU now: a read-only pass
+// (sum over 1 GiB) and a TF32 GEMM (8192^3 through cuBLAS).
+struct Ceilings {
+  double read_bytes_per_s = 0, tf32_flops_per_s = 0;
+};
+
+Ceilings measure_ceilings(at::Device device) {
+  constexpr int64_t kReadFloats = int64_t(1) << 28;  // 1 GiB
+  constexpr int64_t kGemm = 8192;
+  const auto options = at::TensorOptions().device(device);
+  Ceilings c;
+  {
+    const at::Tensor big = at::rand({kReadFloats}, options);
+    const Timing t = time_runs([&](int) { at::sum(big); }, 20, 3, device);
+    c.read_bytes_per_s = kReadFloats * 4.0 / (t.median_ms * 1e-3);
+  }
+  const bool saved = at::globalContext().allowTF32CuBLAS();
+  at::globalContext().setAllowTF32CuBLAS(true);
+  const at::Tensor a = at::randn({kGemm, kGemm}, options), b = at::randn({kGemm, kGemm}, options);
+  const Timing t = time_runs([&](int) { at::mm(a, b); }, 10, 3, device);
+  at::globalContext().setAllowTF32CuBLAS(saved);
+  c.tf32_flops_per_s = 2.0 * kGemm * kGemm * kGemm / (t.median_ms * 1e-3);
+  return c;
+}
+
+void run_benchmark(const FusedLayer& layer, const at::Tensor& x, Precision precision, int runs, std::ostream& out) {
   const int64_t bytes = x.numel() * x.element_size();
   const int copies = x.is_cuda() && bytes > 0
                          ? static_cast<int>(std::clamp<int64_t>(kRotationBytes / bytes, 1, kMaxRotation))
@@ -74,7 +100,7 @@ void run_benchmark(const FusedLayer& layer, const at::Tensor& x, int runs, std::
   std::vector<at::Tensor> inputs{x};
   for (int i = 1; i < copies; ++i) inputs.push_back(x.clone());
 
-  const Timing fused = time_runs([&](int i) { fused_forward(inputs[i % copies], layer); }, runs,
+  const Timing fused = time_runs([&](int i) { fused_forward(inputs[i % copies], layer, precision); }, runs,
                                  kWarmupRuns, x.device());
   const Timing native = time_runs([&](int i) { native_forward(inputs[i % copies], layer); }, runs,
                                   kWarmupRuns, x.device());
@@ -83,6 +109,7 @@ void run_benchmark(const FusedLayer& layer, const at::Tensor& x, int runs, std::
   const double positions = double(x.size(2) - k[0] + 1) * (x.size(3) - k[1] + 1) * (x.size(4) - k[2] + 1);
   const double flops = 2.0 * x.size(0) * layer.out_channels() * positions * layer.in_channels() * k[0] * k[1] * k[2];
   char line[256];
+  out << "bench: fused kernel " << fused_kernel_name(x, layer, precision) << "\n";
   out << "bench: " << runs << " timed runs after " << kWarmupRuns << " warm-up, "
       << (x.is_cuda() ? "CUDA events" : "steady clock") << ", " << copies << " rotating input cop"
       << (copies == 1 ? "y" : "ies") << "\n";
@@ -94,6 +121,18 @@ void run_benchmark(const FusedLayer& layer, const at::Tensor& x, int runs, std::
                 "  fused    %.2f TFLOP/s (conv %.1f GFLOP), %.1f GB/s (input %.1f MB read once)\n",
                 native.median_ms / fused.median_ms, flops / (fused.median_ms * 1e-3) / 1e12, flops / 1e9,
                 bytes / (fused.median_ms * 1e-3) / 1e9, bytes / 1e6);
+  out << line;
+  if (!x.is_cuda()) return;
+  const Ceilings c = measure_ceilings(x.device());
+  const double read_floor_ms = bytes / c.read_bytes_per_s * 1e3;
+  const double tf32_floor_ms = flops / c.tf32_flops_per_s * 1e3;
+  std::snprintf(line, sizeof line,
+                "  floors   input read once %.4f ms (%.2f TB/s measured), conv at TF32 GEMM rate %.4f ms "
+                "(%.0f TFLOP/s measured)\n"
+                "  fused    at %.2fx the read floor, %.2fx the TF32 floor; %.0f%% of the TF32 rate\n",
+                read_floor_ms, c.read_bytes_per_s / 1e12, tf32_floor_ms, c.tf32_flops_per_s / 1e12,
+                fused.median_ms / read_floor_ms, fused.median_ms / tf32_floor_ms,
+                100.0 * tf32_floor_ms / fused.median_ms);
   out << line;
 }
 

@@ -3,15 +3,20 @@
 
 namespace fused3d {
 
-void fused_forward_out(const at::Tensor& x, const FusedLayer& layer, at::Tensor& out) {
-  if (x.is_cuda()) return fused_forward_cuda_out(x, layer, out);
+void fused_forward_out(const at::Tensor& x, const FusedLayer& layer, Precision precision, at::Tensor& out) {
+  if (x.is_cuda()) return fused_forward_cuda_out(x, layer, precision, out);
   TORCH_CHECK(x.is_cpu(), "fused3d: no fused pipeline for device ", x.device());
+  // The CPU has no TF32: both precisions compute in float32 there.
   fused_forward_cpu_out(x, layer, out);
 }
 
-at::Tensor fused_forward(const at::Tensor& x, const FusedLayer& layer) {
+std::string fused_kernel_name(const at::Tensor& x, const FusedLayer& layer, Precision precision) {
+  return x.is_cuda() ? fused_cuda_kernel_name(layer, x, precision) : "CPU (float32)";
+}
+
+at::Tensor fused_forward(const at::Tensor& x, const FusedLayer& layer, Precision precision) {
   at::Tensor out = at::empty({x.dim() > 0 ? x.size(0) : 0, layer.out_channels()}, x.options());
-  fused_forward_out(x, layer, out);
+  fused_forward_out(x, layer, precision, out);
   return out;
 }
 

@@ -1,0 +1,25 @@
+// The tensor-core fast path for kernel 4x4x4, Cout 16 (conv3d_k4_tensorcore.cu).
+#pragma once
+
+#include "fused_layer.h"
+
+#include <cuda_runtime.h>
+
+namespace fused3d {
+
+// Weights as per-lane mma fragments, TF32-rounded: one part (tf32) or hi + lo (accurate).
+struct TensorcoreWeights {
+  at::Tensor fragments;  // (Cin, 4, 2, 2, parts, 32, 2) float32
+  at::Tensor bias;       // (16) float32, zeros when the conv has no bias
+  int parts = 1;
+};
+
+bool tensorcore_k4_can_run(const FusedLayer& layer, const at::Tensor& x);
+TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& layer, Precision precision);
+// Blocks per sample, each writing one Moments per channel.
+int tensorcore_k4_tiles(const at::Tensor& x);
+// partials: (B, tiles, 16) Moments<float> viewed as (B, tiles, 16, 3) floats.
+void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& packed, at::Tensor& partials,
+                                  int tiles, cudaStream_t stream);
+
+}  // namespace fused3d
