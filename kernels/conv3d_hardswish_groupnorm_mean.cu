@@ -249,8 +249,9 @@ PackedEntry packed_weights(const FusedLayer& l, Precision precision, bool tensor
 
 std::string fused_cuda_kernel_name(const FusedLayer& layer, const at::Tensor& x, Precision precision) {
   if (!tensorcore_k4_can_run(layer, x)) return "general (float32 CUDA cores)";
-  return precision == Precision::kAccurate ? "tensor-core k4 (x TF32, weights split hi+lo TF32)"
-                                           : "tensor-core k4 (TF32)";
+  return precision == Precision::kAccurate
+             ? "tensor-core k4, accurate (x fp16, weights split hi+lo fp16; TF32 where x is out of fp16 range)"
+             : "tensor-core k4, tf32 (x and weights fp16, 11 significant bits as TF32; TF32 where x is out of fp16 range)";
 }
 
 void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Precision precision, at::Tensor& out) {

@@ -1,35 +1,42 @@
 // Tensor-core fast path: conv3d (kernel 4x4x4, 16 output channels, any Cin) -> bias -> hardswish
-// -> per-(sample, channel) moments, as an implicit GEMM on mma.sync m16n8k8 TF32. The GroupNorm-mean
-// epilogue is the general path's (conv3d_hardswish_groupnorm_mean.cu, moments.h).
+// -> per-(sample, channel) moments, as an implicit GEMM on mma.sync. The GroupNorm-mean epilogue
+// is the general path's (conv3d_hardswish_groupnorm_mean.cu, moments.h).
 //
-// GEMM view: M = output positions, N = Cout = 16 (two n8 halves), K = Cin*64, taken 8 at a time as
-// (ci, kd, kh pair p, kw 0..3). For 16 consecutive output columns ow0.. of one output row oh, lane
-// (g = lane/4, t = lane%4) of m16n8k8's A fragment holds
-//   a0 = x[ci][od+kd][oh+2p  ][ow0+g+t],   a1 = x[ci][od+kd][oh+2p  ][ow0+g+8+t],
-//   a2 = x[ci][od+kd][oh+2p+1][ow0+g+t],   a3 = x[ci][od+kd][oh+2p+1][ow0+g+8+t].
-// Each register is one input row's value at a fixed column offset, so a warp that computes kRows
-// output rows loads kRows+3 input rows (two values each) per (ci, kd) and reuses each loaded row
-// for all four kh that touch it: 2*(kRows+3) loads feed 4*kRows MMAs (8*kRows when split).
+// GEMM view: M = output positions (16 consecutive columns of one output row per MMA), N = Cout
+// (two n8 halves), K = Cin*64, taken 16 at a time as (ci, kd; kh 0..3, kw 0..3) for fp16 m16n8k16,
+// with k = 2*kw + (kh & 1) + 8*(kh >> 1). Lane (g = lane/4, t = lane%4) then holds
+//   a0 = {x[row oh  ][col g+t],   x[row oh+1][col g+t]}     a2 = same, rows oh+2, oh+3
+//   a1 = {x[row oh  ][col g+8+t], x[row oh+1][col g+8+t]}   a3 = same, rows oh+2, oh+3
+// (rows and columns of the input plane ci, od+kd; col relative to the tile's first column). Every
+// register is built from one input row's value at a fixed column offset, so a warp computing kRows
+// output rows reads kRows+3 input rows (two floats each) per (ci, kd) and reuses each for all four
+// kh: 2*(kRows+3) shared-memory loads feed 2*kRows MMAs per weight part.
 //
-// Precision: x is rounded to TF32 (cvt.rna: unbiased, so its error averages out over the spatial
-// mean). The weights are the error that does not average out (every output uses the same rounded
-// weights), so the accurate mode splits them, w = hi + lo, both TF32, and issues two MMAs; the tf32
-// mode uses hi alone (DESIGN-NOTES: 2e-6 vs 3e-4 relative L2 at U[0,1) inputs).
+// Precision. Rounding x is unbiased and averages out over the spatial mean; rounding the weights
+// is systematic (every output uses the same rounded weights) and does not (DESIGN-NOTES). So:
+//   accurate: x in fp16, weights split w = hi + lo (both fp16, two MMAs): ~2e-6 relative L2
+//   tf32:     x and weights in fp16 (one MMA): fp16 and TF32 both keep 11 significant bits
+// fp16 runs at twice TF32's tensor rate. Its range is the catch: the weights are scaled per output
+// channel by a power of two (exact) into [1, 2) and the accumulator scaled back; for x, each block
+// tracks max|x| over the values it reads, and if any exceeds fp16's range (65504) or all are below
+// 2^-10 (where fp16 subnormals lose relative precision), the block recomputes its tile with TF32
+// operands (x rounded by cvt.rna, weights split hi + lo in the accurate mode). NaN stays NaN in
+// either format.
 //
-// Work split: a warp tile is kRows output rows x 16 columns of one (sample, od); rows and columns
-// past the edge are covered by shifting the last tile back (overlap) and masking the duplicates
-// out of the statistics, so no load leaves the input row. A block is kWarps warp tiles in order
-// (the standard layer's 3 row tiles x 2 column tiles: one od slice per block, whose 4-deep input
-// slab the six warps share through L1). Each block writes one Moments per channel; merges run in
-// a fixed order: deterministic.
+// Data movement: a block is one (sample, od, band of row tiles); its input slab (4 planes x the
+// band's input rows x the full width) is staged per input channel into shared memory with
+// cp.async, two stages deep, so channel ci+1 arrives while ci is computed. Warp w computes one
+// warp tile (kRows x 16 outputs); edge tiles shift back to stay inside the input and mask the
+// duplicate rows/columns out of the statistics. Merges run in a fixed order: deterministic.
 //
 // Limits (else the general kernel runs): kernel 4x4x4, Cout 16, stride 1, no padding, dilation 1,
-// conv groups 1, float32, OH >= kRows, OW >= 16.
+// conv groups 1, float32, OH >= kRows, 16 <= OW <= 16*kWarps.
 #include "conv3d_k4_tensorcore.h"
 #include "moments.h"
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
+#include <cuda_fp16.h>
 
 #include <cstdint>
 #include <limits>
@@ -37,23 +44,48 @@
 namespace fused3d {
 namespace {
 
-constexpr int kKernel = 4;             // kernel extent along each axis (specialized)
-constexpr int kCout = 16;              // output channels (two mma n8 halves)
-constexpr int kRows = 10;              // output rows per warp tile: 29 = 3 tiles with 1 row overlap
-constexpr int kCols = 16;              // output columns per warp tile: mma M
-constexpr int kWarps = 6;              // warp tiles per block
+constexpr int kKernel = 4;   // kernel extent along each axis (specialized)
+constexpr int kCout = 16;    // output channels (two mma n8 halves)
+constexpr int kRows = 10;    // output rows per warp tile: 29 = 3 tiles with 1 row of overlap
+constexpr int kCols = 16;    // output columns per warp tile (mma M)
+constexpr int kWarps = 6;    // warp tiles per block: the standard layer's 3 row x 2 column tiles
 constexpr int kThreads = kWarps * 32;
+constexpr int kStages = 2;   // shared-memory stages (input channels in flight)
 constexpr int kInputRows = kRows + kKernel - 1;
-static_assert(kKernel == 4, "the A-fragment mapping takes kw = t (0..3) and kh in pairs");
+constexpr float kHalfMax = 65504.f;             // largest finite fp16
+constexpr float kHalfSmallest = 1.f / 1024.f;   // below, fp16 keeps too few bits: use TF32
+static_assert(kKernel == 4, "the fragment mappings take kw = t (0..3) and kh in pairs");
 static_assert(kCout == 16, "two n8 halves");
 static_assert(kRows >= 1 && kRows <= 16, "accumulators: 8 registers per row");
 
-struct TcShape {
+enum class Operands { kHalfSplit, kHalf, kTf32Split, kTf32 };
+constexpr bool is_half(Operands o) { return o == Operands::kHalfSplit || o == Operands::kHalf; }
+constexpr int weight_parts(Operands o) { return (o == Operands::kHalfSplit || o == Operands::kTf32Split) ? 2 : 1; }
+
+struct TcParams {
+  const float* x;
   long long sample_stride;  // Cin*D*H*W
   int cin, d, h, w;
-  int od, oh, ow;
-  int row_tiles, col_tiles, warp_tiles, tiles;
+  int oh, ow;
+  int row_tiles, col_tiles, band_row_tiles, bands, tiles;  // tiles = blocks per sample = OD * bands
+  bool copy16;                                            // 16-byte cp.async (W % 4 == 0, aligned x)
+  const uint2* half_w;       // (Cin, 4 kd, 2 nh, parts, 32 lanes) of {b0, b1} half2, scaled weights
+  const float2* tf32_w;      // (Cin, 4 kd, 2 p, 2 nh, parts, 32 lanes) of {b0, b1}
+  const float* half_bias;    // bias * channel scale (16)
+  const float* half_unscale; // 1 / channel scale (16)
+  const float* bias;         // (16)
+  Moments<float>* partials;  // (B, tiles, 16)
 };
+
+// Where a warp tile sits: rows [oh0, oh0 + kRows) of the output, columns [ow0, ow0 + 16).
+struct WarpTile {
+  int slab_row;        // oh0 relative to the block's first staged input row
+  int ow0;
+  int duplicate_rows;  // leading rows owned by the previous row tile
+  int duplicate_cols;  // leading columns owned by the previous column tile
+};
+
+__device__ __forceinline__ int tile_origin(int tile, int extent, int size) { return min(tile * size, extent - size); }
 
 // ------------------------------------------------------------------------------------------------
 // CUDA kernels
@@ -64,7 +96,11 @@ __device__ __forceinline__ uint32_t to_tf32(float v) {
   return r;
 }
 
-// d += a * b for one m16n8k8 TF32 tile.
+__device__ __forceinline__ uint32_t half_pair(float low, float high) {
+  const __half2 h = __floats2half2_rn(low, high);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
 __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const float2& b) {
   asm volatile(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -73,105 +109,218 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(__float_as_uint(b.x)), "r"(__float_as_uint(b.y)));
 }
 
+__device__ __forceinline__ void mma_f16(float (&d)[4], const uint32_t (&a)[4], const uint2& b) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b.x), "r"(b.y));
+}
+
+__device__ __forceinline__ void cp_async(float* smem, const float* gmem, bool sixteen_bytes) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  if (sixteen_bytes)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem));
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending)); }
+
 __device__ __forceinline__ Moments<float> shuffle_down(const Moments<float>& m, int offset) {
   return {__shfl_down_sync(0xffffffffu, m.count, offset), __shfl_down_sync(0xffffffffu, m.mean, offset),
           __shfl_down_sync(0xffffffffu, m.m2, offset)};
 }
 
-// Weight fragments: packed[ci][kd][p][nh][part][lane] = (b0, b1) with part 0 = hi, 1 = lo.
-template <int kParts>
-__global__ void __launch_bounds__(kThreads)
-    conv_k4_tensorcore_moments_kernel(const float* __restrict__ x, const float2* __restrict__ packed,
-                                      const float* __restrict__ bias, TcShape s,
-                                      Moments<float>* __restrict__ partials) {
-  __shared__ Moments<float> warp_moments[kWarps][kCout];
-  const int lane = threadIdx.x % 32;
-  const int warp = threadIdx.x / 32;
-  const int g = lane / 4;
-  const int t = lane % 4;
-  const long long n = blockIdx.x / s.tiles;
-  const int tile = blockIdx.x - n * s.tiles;
-  const int warp_tile = tile * kWarps + warp;
-
-  // This thread's moments for channels nh*8 + 2t + e, index [nh][e].
-  Moments<float> moments[2][2] = {};
-  if (warp_tile < s.warp_tiles) {
-    const int col_tile = warp_tile % s.col_tiles;
-    const int row_tile = (warp_tile / s.col_tiles) % s.row_tiles;
-    const int od = warp_tile / (s.col_tiles * s.row_tiles);
-    const int ow0 = min(col_tile * kCols, s.ow - kCols);
-    const int oh0 = min(row_tile * kRows, s.oh - kRows);
-    const int duplicate_rows = row_tile * kRows - oh0;  // owned by the previous row tile
-    const int duplicate_cols = col_tile * kCols - ow0;  // owned by the previous column tile
-    const float keep_lo = g >= duplicate_cols ? 1.f : 0.f;      // column ow0 + g
-    const float keep_hi = g + 8 >= duplicate_cols ? 1.f : 0.f;  // column ow0 + g + 8
-
-    float acc[kRows][2][4];
+// Stage input channel ci: 4 planes (od .. od+3) x slab_rows rows x W, each plane one contiguous run.
+__device__ __forceinline__ void stage_channel(const TcParams& p, float* stage, const float* sample, int ci, int od,
+                                              int slab_row0, int slab_rows) {
+  const int run = slab_rows * p.w;  // floats per plane
+  const int step = p.copy16 ? 4 : 1;
 #pragma unroll
-    for (int nh = 0; nh < 2; ++nh) {
-      const float b0 = bias[nh * 8 + 2 * t], b1 = bias[nh * 8 + 2 * t + 1];
+  for (int kd = 0; kd < kKernel; ++kd) {
+    const float* src = sample + (static_cast<long long>(ci * p.d + od + kd) * p.h + slab_row0) * p.w;
+    float* dst = stage + kd * run;
+    for (int i = threadIdx.x * step; i < run; i += kThreads * step) cp_async(dst + i, src + i, p.copy16);
+  }
+}
+
+// acc += this channel's contribution, reading x from the staged planes. Tracks max|x| read.
+template <Operands kOps>
+__device__ __forceinline__ void accumulate_channel(const TcParams& p, const float* stage, int slab_rows, int ci,
+                                                   const WarpTile& tile, float (&acc)[kRows][2][4], float& x_max) {
+  constexpr int kParts = weight_parts(kOps);
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const float* base = stage + tile.slab_row * p.w + tile.ow0 + g + t;
+#pragma unroll 1
+  for (int kd = 0; kd < kKernel; ++kd) {
+    const float* rows = base + kd * slab_rows * p.w;
+    float lo[kInputRows], hi[kInputRows];  // columns g+t and g+8+t of each input row
+#pragma unroll
+    for (int j = 0; j < kInputRows; ++j) {
+      lo[j] = rows[j * p.w];
+      hi[j] = rows[j * p.w + 8];
+    }
+    if constexpr (is_half(kOps)) {
+#pragma unroll
+      for (int j = 0; j < kInputRows; ++j) x_max = fmaxf(x_max, fmaxf(fabsf(lo[j]), fabsf(hi[j])));
+      uint32_t lo_pair[kInputRows - 1], hi_pair[kInputRows - 1];  // rows (j, j+1) packed
+#pragma unroll
+      for (int j = 0; j < kInputRows - 1; ++j) {
+        lo_pair[j] = half_pair(lo[j], lo[j + 1]);
+        hi_pair[j] = half_pair(hi[j], hi[j + 1]);
+      }
+      const uint2* w = p.half_w + ((ci * kKernel + kd) * 2 * kParts) * 32 + lane;
+      uint2 b[2][kParts];
+#pragma unroll
+      for (int nh = 0; nh < 2; ++nh)
+#pragma unroll
+        for (int part = 0; part < kParts; ++part) b[nh][part] = __ldg(w + (nh * kParts + part) * 32);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        acc[r][nh][0] = b0;
-        acc[r][nh][1] = b1;
-        acc[r][nh][2] = b0;
-        acc[r][nh][3] = b1;
+        const uint32_t a[4] = {lo_pair[r], hi_pair[r], lo_pair[r + 2], hi_pair[r + 2]};
+#pragma unroll
+        for (int nh = 0; nh < 2; ++nh)
+#pragma unroll
+          for (int part = kParts - 1; part >= 0; --part) mma_f16(acc[r][nh], a, b[nh][part]);
       }
-    }
-
-    const float* x_lane = x + n * s.sample_stride + ow0 + g + t;
-    const int plane = s.h * s.w;
-    for (int ci = 0; ci < s.cin; ++ci) {
-#pragma unroll 1
-      for (int kd = 0; kd < kKernel; ++kd) {
-        const float* rows = x_lane + (ci * s.d + od + kd) * plane + oh0 * s.w;
-        uint32_t lo[kInputRows], hi[kInputRows];  // columns g+t and g+8+t of each input row
+    } else {
+      uint32_t lo32[kInputRows], hi32[kInputRows];
 #pragma unroll
-        for (int j = 0; j < kInputRows; ++j) {
-          lo[j] = to_tf32(__ldg(rows + j * s.w));
-          hi[j] = to_tf32(__ldg(rows + j * s.w + 8));
-        }
-        const float2* w = packed + ((ci * kKernel + kd) * 2 * 2 * kParts) * 32 + lane;
-        float2 b[2][2][kParts];
+      for (int j = 0; j < kInputRows; ++j) {
+        lo32[j] = to_tf32(lo[j]);
+        hi32[j] = to_tf32(hi[j]);
+      }
+      const float2* w = p.tf32_w + ((ci * kKernel + kd) * 2 * 2 * kParts) * 32 + lane;
+      float2 b[2][2][kParts];
 #pragma unroll
-        for (int p = 0; p < 2; ++p)
+      for (int q = 0; q < 2; ++q)
+#pragma unroll
+        for (int nh = 0; nh < 2; ++nh)
+#pragma unroll
+          for (int part = 0; part < kParts; ++part) b[q][nh][part] = __ldg(w + ((q * 2 + nh) * kParts + part) * 32);
+      // m16n8k8: K = (kh pair q: kh = 2q, 2q+1) x (kw = t): a0/a1 from row oh+2q, a2/a3 from oh+2q+1.
+#pragma unroll
+      for (int r = 0; r < kRows; ++r)
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          const uint32_t a[4] = {lo32[r + 2 * q], hi32[r + 2 * q], lo32[r + 2 * q + 1], hi32[r + 2 * q + 1]};
 #pragma unroll
           for (int nh = 0; nh < 2; ++nh)
 #pragma unroll
-            for (int part = 0; part < kParts; ++part) b[p][nh][part] = __ldg(w + ((p * 2 + nh) * kParts + part) * 32);
-#pragma unroll
-        for (int r = 0; r < kRows; ++r)
-#pragma unroll
-          for (int p = 0; p < 2; ++p) {
-            const uint32_t a[4] = {lo[r + 2 * p], hi[r + 2 * p], lo[r + 2 * p + 1], hi[r + 2 * p + 1]};
-#pragma unroll
-            for (int nh = 0; nh < 2; ++nh)
-#pragma unroll
-              for (int part = kParts - 1; part >= 0; --part) mma_tf32(acc[r][nh], a, b[p][nh][part]);
-          }
-      }
+            for (int part = kParts - 1; part >= 0; --part) mma_tf32(acc[r][nh], a, b[q][nh][part]);
+        }
     }
+  }
+}
 
-    // hardswish, then shifted sums per channel: the pivot is one of this thread's own values, so
-    // sum((h - pivot)^2) does not cancel the way a plain sum of squares would when |mean| >> std.
-    const int valid_rows = kRows - duplicate_rows;
+// The whole convolution for this block's tile with one operand format: every input channel
+// streamed through the shared-memory stages. Returns the largest |x| this thread read.
+template <Operands kOps>
+__device__ float convolve_block(const TcParams& p, float* smem, const float* sample, int od, int slab_row0,
+                                int slab_rows, bool active, const WarpTile& tile, float (&acc)[kRows][2][4]) {
+  const int t = threadIdx.x % 4;
+  const float* bias = is_half(kOps) ? p.half_bias : p.bias;
+#pragma unroll
+  for (int nh = 0; nh < 2; ++nh) {
+    const float b0 = bias[nh * 8 + 2 * t], b1 = bias[nh * 8 + 2 * t + 1];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      acc[r][nh][0] = b0;
+      acc[r][nh][1] = b1;
+      acc[r][nh][2] = b0;
+      acc[r][nh][3] = b1;
+    }
+  }
+  const int stage_floats = kKernel * slab_rows * p.w;
+  float x_max = 0.f;
+  stage_channel(p, smem, sample, 0, od, slab_row0, slab_rows);
+  cp_async_commit();
+  for (int ci = 0; ci < p.cin; ++ci) {
+    if (ci + 1 < p.cin) {
+      // The stage being overwritten was last read in iteration ci-1, which ended at a barrier.
+      stage_channel(p, smem + ((ci + 1) % kStages) * stage_floats, sample, ci + 1, od, slab_row0, slab_rows);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (active) accumulate_channel<kOps>(p, smem + (ci % kStages) * stage_floats, slab_rows, ci, tile, acc, x_max);
+    __syncthreads();
+  }
+  return x_max;
+}
+
+template <Operands kFast, Operands kFallback>
+__global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel(TcParams p) {
+  extern __shared__ float4 smem_vec[];
+  float* smem = reinterpret_cast<float*>(smem_vec);
+  __shared__ Moments<float> warp_moments[kWarps][kCout];
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  const int g = lane / 4, t = lane % 4;
+  const long long n = blockIdx.x / p.tiles;
+  const int tile_index = blockIdx.x - n * p.tiles;
+  const int od = tile_index / p.bands;
+  const int band = tile_index - od * p.bands;
+
+  const int first_row_tile = band * p.band_row_tiles;
+  const int band_row_tiles = min(p.band_row_tiles, p.row_tiles - first_row_tile);
+  const int slab_row0 = tile_origin(first_row_tile, p.oh, kRows);
+  const int slab_rows = tile_origin(first_row_tile + band_row_tiles - 1, p.oh, kRows) + kInputRows - slab_row0;
+
+  const bool active = warp < band_row_tiles * p.col_tiles;
+  WarpTile tile{};
+  if (active) {
+    const int row_tile = first_row_tile + warp / p.col_tiles;
+    const int col_tile = warp % p.col_tiles;
+    const int oh0 = tile_origin(row_tile, p.oh, kRows);
+    tile.ow0 = tile_origin(col_tile, p.ow, kCols);
+    tile.slab_row = oh0 - slab_row0;
+    tile.duplicate_rows = row_tile * kRows - oh0;
+    tile.duplicate_cols = col_tile * kCols - tile.ow0;
+  }
+
+  const float* sample = p.x + n * p.sample_stride;
+  float acc[kRows][2][4];
+  const float x_max = convolve_block<kFast>(p, smem, sample, od, slab_row0, slab_rows, active, tile, acc);
+  bool half_operands = is_half(kFast);
+  if constexpr (is_half(kFast)) {
+    const bool too_large = __syncthreads_or(active && !(x_max <= kHalfMax));
+    const bool large_enough = __syncthreads_or(active && x_max >= kHalfSmallest);
+    if (too_large || !large_enough) {
+      convolve_block<kFallback>(p, smem, sample, od, slab_row0, slab_rows, active, tile, acc);
+      half_operands = false;
+    }
+  }
+
+  // hardswish, then shifted sums per channel: the pivot is one of this thread's own values, so
+  // sum((h - pivot)^2) does not cancel the way a plain sum of squares would when |mean| >> std.
+  Moments<float> moments[2][2] = {};  // channels nh*8 + 2t + e, index [nh][e]
+  if (active) {
+    const float keep_lo = g >= tile.duplicate_cols ? 1.f : 0.f;      // column ow0 + g
+    const float keep_hi = g + 8 >= tile.duplicate_cols ? 1.f : 0.f;  // column ow0 + g + 8
+    const int valid_rows = kRows - tile.duplicate_rows;
 #pragma unroll
     for (int nh = 0; nh < 2; ++nh)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const float pivot = hardswish(acc[kRows - 1][nh][2 + e]);
+        const float unscale = half_operands ? p.half_unscale[nh * 8 + 2 * t + e] : 1.f;
+        const float pivot = hardswish(acc[kRows - 1][nh][2 + e] * unscale);
         float sum = 0.f, squares = 0.f;
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
-          const float keep_row = r >= duplicate_rows ? 1.f : 0.f;
-          const float d_lo = (hardswish(acc[r][nh][e]) - pivot) * (keep_row * keep_lo);
-          const float d_hi = (hardswish(acc[r][nh][2 + e]) - pivot) * (keep_row * keep_hi);
+          const float keep_row = r >= tile.duplicate_rows ? 1.f : 0.f;
+          const float d_lo = (hardswish(acc[r][nh][e] * unscale) - pivot) * (keep_row * keep_lo);
+          const float d_hi = (hardswish(acc[r][nh][2 + e] * unscale) - pivot) * (keep_row * keep_hi);
           sum += d_lo + d_hi;
           squares = fmaf(d_lo, d_lo, fmaf(d_hi, d_hi, squares));
         }
         const float count = valid_rows * (keep_lo + keep_hi);
-        if (count > 0.f)
-          moments[nh][e] = {count, pivot + sum / count, fmaxf(squares - sum * (sum / count), 0.f)};
+        if (count > 0.f) moments[nh][e] = {count, pivot + sum / count, fmaxf(squares - sum * (sum / count), 0.f)};
       }
   }
 
@@ -190,14 +339,38 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x < kCout) {
     Moments<float> m = warp_moments[0][threadIdx.x];
     for (int wi = 1; wi < kWarps; ++wi) m = merge_moments(m, warp_moments[wi][threadIdx.x]);
-    partials[(n * s.tiles + tile) * kCout + threadIdx.x] = m;
+    p.partials[(n * p.tiles + tile_index) * kCout + threadIdx.x] = m;
   }
 }
 
 // TF32 rounding as cvt.rna does it (nearest, ties away from zero) on float32 bit patterns.
 at::Tensor round_to_tf32(const at::Tensor& w) {
-  return w.view(at::kInt).add(0x1000).bitwise_and(static_cast<int32_t>(0xFFFFE000u)).view(at::kFloat);
+  return w.contiguous().view(at::kInt).add(0x1000).bitwise_and(static_cast<int32_t>(0xFFFFE000u)).view(at::kFloat);
 }
+
+struct Geometry {
+  int oh, ow, row_tiles, col_tiles, band_row_tiles, bands;
+};
+
+Geometry geometry(const at::Tensor& x) {
+  Geometry g{};
+  g.oh = static_cast<int>(x.size(3)) - kKernel + 1;
+  g.ow = static_cast<int>(x.size(4)) - kKernel + 1;
+  g.row_tiles = (g.oh + kRows - 1) / kRows;
+  g.col_tiles = (g.ow + kCols - 1) / kCols;
+  g.band_row_tiles = std::max(1, std::min(g.row_tiles, kWarps / std::max(1, g.col_tiles)));
+  g.bands = (g.row_tiles + g.band_row_tiles - 1) / g.band_row_tiles;
+  return g;
+}
+
+// Shared memory for one block: kStages x 4 planes x the band's input rows x W floats.
+size_t shared_bytes(const at::Tensor& x) {
+  const Geometry g = geometry(x);
+  const int slab_rows = std::min(g.band_row_tiles * kRows, g.oh) + kKernel - 1;
+  return sizeof(float) * kStages * kKernel * slab_rows * x.size(4);
+}
+
+constexpr size_t kMaxSharedBytes = 96 * 1024;  // two blocks per SM with room to spare
 
 }  // namespace
 
@@ -206,60 +379,91 @@ at::Tensor round_to_tf32(const at::Tensor& w) {
 
 bool tensorcore_k4_can_run(const FusedLayer& l, const at::Tensor& x) {
   const auto k = l.kernel();
-  return k[0] == kKernel && k[1] == kKernel && k[2] == kKernel && l.out_channels() == kCout &&
-         unsupported_reason(l).empty() && x.dim() == 5 && x.size(3) - kKernel + 1 >= kRows &&
-         x.size(4) - kKernel + 1 >= kCols;
+  if (!(k[0] == kKernel && k[1] == kKernel && k[2] == kKernel && l.out_channels() == kCout &&
+        unsupported_reason(l).empty() && x.dim() == 5))
+    return false;
+  const Geometry g = geometry(x);
+  return g.oh >= kRows && g.ow >= kCols && g.col_tiles <= kWarps && shared_bytes(x) <= kMaxSharedBytes;
+}
+
+int tensorcore_k4_tiles(const at::Tensor& x) {
+  return static_cast<int>(x.size(2) - kKernel + 1) * geometry(x).bands;
 }
 
 TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& l, Precision precision) {
   const int64_t cin = l.in_channels();
-  // (co = nh*8 + g, ci, kd, kh = 2p + q, kw = t) -> (ci, kd, p, nh, lane = 4g + t, q)
-  const at::Tensor w = l.weight.contiguous().view({2, 8, cin, kKernel, 2, 2, kKernel})
-                           .permute({2, 3, 4, 0, 1, 6, 5})
-                           .reshape({cin, kKernel, 2, 2, 32, 2});
-  const at::Tensor hi = round_to_tf32(w.contiguous());
-  at::Tensor parts = hi.unsqueeze(4);  // (ci, kd, p, nh, part, lane, q)
-  if (precision == Precision::kAccurate) parts = at::stack({hi, round_to_tf32((w - hi).contiguous())}, 4);
+  const at::Tensor w = l.weight.contiguous();
+  const at::Tensor bias = l.bias.defined() ? l.bias.contiguous() : at::zeros({kCout}, w.options());
   TensorcoreWeights packed;
-  packed.fragments = parts.contiguous();
-  packed.parts = static_cast<int>(parts.size(4));
-  packed.bias = l.bias.defined() ? l.bias.contiguous() : at::zeros({kCout}, w.options());
+  packed.parts = precision == Precision::kAccurate ? 2 : 1;
+  const auto split = [&](const at::Tensor& v, auto round) {
+    const at::Tensor hi = round(v);
+    if (packed.parts == 1) return hi.unsqueeze(0);
+    return at::stack({hi, round(v - hi.to(at::kFloat))}, 0);  // (part, ...)
+  };
+
+  // fp16: each output channel scaled by 2^e so that max|w| is in [1, 2), exact in either direction.
+  const at::Tensor max_abs = w.abs().amax({1, 2, 3, 4});
+  const at::Tensor scale = at::where(max_abs > 0, at::exp2(-at::floor(at::log2(max_abs))), at::ones_like(max_abs));
+  // (co = nh*8 + g, ci, kd, kh, kw = t) -> (ci, kd, nh, lane = 4g + t, kh): {b0, b1} = kh {0, 1}, {2, 3}
+  const at::Tensor scaled = (w * scale.view({kCout, 1, 1, 1, 1}))
+                                .view({2, 8, cin, kKernel, kKernel, kKernel})
+                                .permute({2, 3, 0, 1, 5, 4})
+                                .reshape({cin, kKernel, 2, 32, kKernel});
+  const at::Tensor half_parts = split(scaled, [](const at::Tensor& v) { return v.to(at::kHalf); });
+  packed.half_fragments = half_parts.permute({1, 2, 3, 0, 4, 5}).contiguous();  // (ci, kd, nh, part, lane, 4)
+  packed.half_bias = (bias * scale).contiguous();
+  packed.half_unscale = scale.reciprocal().contiguous();
+
+  // TF32 fallback: (co, ci, kd, kh = 2q + s, kw = t) -> (ci, kd, q, nh, lane, s)
+  const at::Tensor grouped = w.view({2, 8, cin, kKernel, 2, 2, kKernel})
+                                 .permute({2, 3, 4, 0, 1, 6, 5})
+                                 .reshape({cin, kKernel, 2, 2, 32, 2});
+  const at::Tensor tf32_parts = split(grouped, round_to_tf32);
+  packed.tf32_fragments = tf32_parts.permute({1, 2, 3, 4, 0, 5, 6}).contiguous();  // (ci, kd, q, nh, part, lane, 2)
+  packed.bias = bias;
   return packed;
 }
 
 void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& packed, at::Tensor& partials,
                                   int tiles, cudaStream_t stream) {
-  TcShape s{};
-  s.cin = static_cast<int>(x.size(1));
-  s.d = static_cast<int>(x.size(2));
-  s.h = static_cast<int>(x.size(3));
-  s.w = static_cast<int>(x.size(4));
-  s.sample_stride = x.stride(0);
-  s.od = s.d - kKernel + 1;
-  s.oh = s.h - kKernel + 1;
-  s.ow = s.w - kKernel + 1;
-  s.row_tiles = (s.oh + kRows - 1) / kRows;
-  s.col_tiles = (s.ow + kCols - 1) / kCols;
-  s.warp_tiles = s.od * s.row_tiles * s.col_tiles;
-  s.tiles = tiles;
-  const long long blocks = x.size(0) * static_cast<long long>(tiles);
-  TORCH_CHECK(blocks <= std::numeric_limits<int>::max(), "fused3d: batch ", x.size(0), " needs more blocks than one launch takes");
-  const float* xp = x.data_ptr<float>();
-  const auto* wp = reinterpret_cast<const float2*>(packed.fragments.data_ptr<float>());
-  auto* out = reinterpret_cast<Moments<float>*>(partials.data_ptr<float>());
-  if (packed.parts == 2)
-    conv_k4_tensorcore_moments_kernel<2><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-        xp, wp, packed.bias.data_ptr<float>(), s, out);
-  else
-    conv_k4_tensorcore_moments_kernel<1><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-        xp, wp, packed.bias.data_ptr<float>(), s, out);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
+  const Geometry g = geometry(x);
+  TcParams p{};
+  p.x = x.data_ptr<float>();
+  p.sample_stride = x.stride(0);
+  p.cin = static_cast<int>(x.size(1));
+  p.d = static_cast<int>(x.size(2));
+  p.h = static_cast<int>(x.size(3));
+  p.w = static_cast<int>(x.size(4));
+  p.oh = g.oh;
+  p.ow = g.ow;
+  p.row_tiles = g.row_tiles;
+  p.col_tiles = g.col_tiles;
+  p.band_row_tiles = g.band_row_tiles;
+  p.bands = g.bands;
+  p.tiles = tiles;
+  p.copy16 = p.w % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
+  p.half_w = reinterpret_cast<const uint2*>(packed.half_fragments.data_ptr<at::Half>());
+  p.tf32_w = reinterpret_cast<const float2*>(packed.tf32_fragments.data_ptr<float>());
+  p.half_bias = packed.half_bias.data_ptr<float>();
+  p.half_unscale = packed.half_unscale.data_ptr<float>();
+  p.bias = packed.bias.data_ptr<float>();
+  p.partials = reinterpret_cast<Moments<float>*>(partials.data_ptr<float>());
 
-int tensorcore_k4_tiles(const at::Tensor& x) {
-  const int64_t od = x.size(2) - kKernel + 1, oh = x.size(3) - kKernel + 1, ow = x.size(4) - kKernel + 1;
-  const int64_t warp_tiles = od * ((oh + kRows - 1) / kRows) * ((ow + kCols - 1) / kCols);
-  return static_cast<int>((warp_tiles + kWarps - 1) / kWarps);
+  const long long blocks = x.size(0) * static_cast<long long>(tiles);
+  TORCH_CHECK(blocks <= std::numeric_limits<int>::max(), "fused3d: batch ", x.size(0),
+              " needs more blocks than one launch takes");
+  const size_t smem = shared_bytes(x);
+  const auto launch = [&](auto kernel) {
+    if (smem > 48 * 1024)
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(p);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
+  if (packed.parts == 2)
+    launch(conv_k4_tensorcore_moments_kernel<Operands::kHalfSplit, Operands::kTf32Split>);
+  else
+    launch(conv_k4_tensorcore_moments_kernel<Operands::kHalf, Operands::kTf32>);
 }
 
 }  // namespace fused3d

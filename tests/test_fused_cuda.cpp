@@ -45,7 +45,7 @@ TEST_F(FusedCuda, TensorcorePathTileOverlapsInBothModes) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(15);
   const LayerSpec specs[] = {{3, 2, 16, 4, {4, 4, 4}, {5, 14, 19}, true, true},
                              {2, 5, 16, 2, {4, 4, 4}, {6, 30, 40}, false, true},
-                             {2, 1, 16, 16, {4, 4, 4}, {4, 32, 32}, true, false}};
+                             {2, 1, 16, 2, {4, 4, 4}, {4, 32, 32}, true, false}};
   for (const LayerSpec& spec : specs) {
     SCOPED_TRACE(to_string(spec));
     const FusedLayer layer = random_layer(spec, gen);
