@@ -57,6 +57,19 @@ TEST_F(FusedCuda, TensorcorePathTileOverlapsInBothModes) {
   }
 }
 
+// The fast path holds x in fp16; blocks whose inputs leave fp16's range (above 65504, or all below
+// 2^-10) recompute with TF32 operands. Samples of different scales in one batch take different
+// routes; all must keep the mode's accuracy.
+TEST_F(FusedCuda, InputsOutsideHalfRangeKeepTheirAccuracy) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(17);
+  const LayerSpec spec{4, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
+  const FusedLayer layer = random_layer(spec, gen);
+  const at::Tensor scales = at::tensor({1e5, 1e-6, 1.0, 3e4}).view({4, 1, 1, 1, 1});
+  const at::Tensor x = random_input(spec, gen) * scales;
+  expect_matches_references(layer, x, cuda_, kFloat32Bound, Precision::kAccurate);
+  expect_matches_references(layer, x, cuda_, kTF32Bound, Precision::kTF32);
+}
+
 TEST_F(FusedCuda, TF32ModeOnUniformAndNormalInputs) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(16);
   const LayerSpec spec{64, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
