@@ -23,11 +23,14 @@
 // operands (x rounded by cvt.rna, weights split hi + lo in the accurate mode). NaN stays NaN in
 // either format.
 //
-// Data movement: a block is one (sample, od, band of row tiles); its input slab (4 planes x the
-// band's input rows x the full width) is staged per input channel into shared memory with
-// cp.async, two stages deep, so channel ci+1 arrives while ci is computed. Warp w computes one
-// warp tile (kRows x 16 outputs); edge tiles shift back to stay inside the input and mask the
-// duplicate rows/columns out of the statistics. Merges run in a fixed order: deterministic.
+// Data movement: a work item is one (sample, od, band of row tiles); its input slab (4 planes x
+// the band's input rows x the full width) is staged per input channel into shared memory with
+// cp.async, two stages deep. The grid is persistent and each block's stages form one stream of
+// (item, channel) steps, so the next slab is in flight while the current one is computed, across
+// item boundaries too. Warp w computes one warp tile (kRows x 16 outputs); edge tiles shift back
+// to stay inside the input and mask the duplicate rows/columns out of the statistics. Each item
+// writes its own partial moments and merges run in a fixed order: deterministic whatever the
+// grid size.
 //
 // Limits (else the general kernel runs): kernel 4x4x4, Cout 16, stride 1, no padding, dilation 1,
 // conv groups 1, float32, OH >= kRows, 16 <= OW <= 16*kWarps.
@@ -67,7 +70,9 @@ struct TcParams {
   long long sample_stride;  // Cin*D*H*W
   int cin, d, h, w;
   int oh, ow;
-  int row_tiles, col_tiles, band_row_tiles, bands, tiles;  // tiles = blocks per sample = OD * bands
+  long long batch;
+  int row_tiles, col_tiles, band_row_tiles, bands, tiles;  // tiles = items per sample = OD * bands
+  int stage_floats;                                       // one shared-memory stage
   bool copy16;                                            // 16-byte cp.async (W % 4 == 0, aligned x)
   const uint2* half_w;       // (Cin, 4 kd, 2 nh, parts, 32 lanes) of {b0, b1} half2, scaled weights
   const float2* tf32_w;      // (Cin, 4 kd, 2 p, 2 nh, parts, 32 lanes) of {b0, b1}
@@ -216,11 +221,47 @@ __device__ __forceinline__ void accumulate_channel(const TcParams& p, const floa
   }
 }
 
-// The whole convolution for this block's tile with one operand format: every input channel
-// streamed through the shared-memory stages. Returns the largest |x| this thread read.
+// What one work item (sample n, output depth od, band of row tiles) covers, and this warp's tile.
+struct Item {
+  long long n;
+  int tile_index;  // item within the sample: od * bands + band
+  int od;
+  int slab_row0, slab_rows;  // the input rows staged
+  bool active;               // this warp has a tile in the band
+  WarpTile tile;
+};
+
+__device__ __forceinline__ Item describe_item(const TcParams& p, long long item) {
+  Item it{};
+  it.n = item / p.tiles;
+  it.tile_index = static_cast<int>(item - it.n * p.tiles);
+  it.od = it.tile_index / p.bands;
+  const int band = it.tile_index - it.od * p.bands;
+  const int first_row_tile = band * p.band_row_tiles;
+  const int band_row_tiles = min(p.band_row_tiles, p.row_tiles - first_row_tile);
+  it.slab_row0 = tile_origin(first_row_tile, p.oh, kRows);
+  it.slab_rows = tile_origin(first_row_tile + band_row_tiles - 1, p.oh, kRows) + kInputRows - it.slab_row0;
+  const int warp = threadIdx.x / 32;
+  it.active = warp < band_row_tiles * p.col_tiles;
+  if (it.active) {
+    const int row_tile = first_row_tile + warp / p.col_tiles;
+    const int col_tile = warp % p.col_tiles;
+    const int oh0 = tile_origin(row_tile, p.oh, kRows);
+    it.tile.ow0 = tile_origin(col_tile, p.ow, kCols);
+    it.tile.slab_row = oh0 - it.slab_row0;
+    it.tile.duplicate_rows = row_tile * kRows - oh0;
+    it.tile.duplicate_cols = col_tile * kCols - it.tile.ow0;
+  }
+  return it;
+}
+
+__device__ __forceinline__ void stage_item_channel(const TcParams& p, float* stage, long long item, int ci) {
+  const Item it = describe_item(p, item);
+  stage_channel(p, stage, p.x + it.n * p.sample_stride, ci, it.od, it.slab_row0, it.slab_rows);
+}
+
 template <Operands kOps>
-__device__ float convolve_block(const TcParams& p, float* smem, const float* sample, int od, int slab_row0,
-                                int slab_rows, bool active, const WarpTile& tile, float (&acc)[kRows][2][4]) {
+__device__ __forceinline__ void init_accumulators(const TcParams& p, float (&acc)[kRows][2][4]) {
   const int t = threadIdx.x % 4;
   const float* bias = is_half(kOps) ? p.half_bias : p.bias;
 #pragma unroll
@@ -234,26 +275,42 @@ __device__ float convolve_block(const TcParams& p, float* smem, const float* sam
       acc[r][nh][3] = b1;
     }
   }
-  const int stage_floats = kKernel * slab_rows * p.w;
-  float x_max = 0.f;
-  stage_channel(p, smem, sample, 0, od, slab_row0, slab_rows);
-  cp_async_commit();
-  for (int ci = 0; ci < p.cin; ++ci) {
-    if (ci + 1 < p.cin) {
-      // The stage being overwritten was last read in iteration ci-1, which ended at a barrier.
-      stage_channel(p, smem + ((ci + 1) % kStages) * stage_floats, sample, ci + 1, od, slab_row0, slab_rows);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
-    if (active) accumulate_channel<kOps>(p, smem + (ci % kStages) * stage_floats, slab_rows, ci, tile, acc, x_max);
-    __syncthreads();
-  }
-  return x_max;
 }
 
+// Moments of this thread's outputs (hardswish applied) for channels nh*8 + 2t + e, as [nh][e].
+// Shifted sums: the pivot is one of this thread's own values, so sum((h - pivot)^2) does not
+// cancel the way a plain sum of squares would when |mean| >> std.
+__device__ __forceinline__ void tile_moments(const TcParams& p, const Item& it, bool half_operands,
+                                             const float (&acc)[kRows][2][4], Moments<float> (&moments)[2][2]) {
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const float keep_lo = g >= it.tile.duplicate_cols ? 1.f : 0.f;      // column ow0 + g
+  const float keep_hi = g + 8 >= it.tile.duplicate_cols ? 1.f : 0.f;  // column ow0 + g + 8
+  const int valid_rows = kRows - it.tile.duplicate_rows;
+#pragma unroll
+  for (int nh = 0; nh < 2; ++nh)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const float unscale = half_operands ? p.half_unscale[nh * 8 + 2 * t + e] : 1.f;
+      const float pivot = hardswish(acc[kRows - 1][nh][2 + e] * unscale);
+      float sum = 0.f, squares = 0.f;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const float keep_row = r >= it.tile.duplicate_rows ? 1.f : 0.f;
+        const float d_lo = (hardswish(acc[r][nh][e] * unscale) - pivot) * (keep_row * keep_lo);
+        const float d_hi = (hardswish(acc[r][nh][2 + e] * unscale) - pivot) * (keep_row * keep_hi);
+        sum += d_lo + d_hi;
+        squares = fmaf(d_lo, d_lo, fmaf(d_hi, d_hi, squares));
+      }
+      const float count = valid_rows * (keep_lo + keep_hi);
+      moments[nh][e] = count > 0.f ? Moments<float>{count, pivot + sum / count, fmaxf(squares - sum * (sum / count), 0.f)}
+                                   : Moments<float>{0.f, 0.f, 0.f};
+    }
+}
+
+// A persistent grid: block b takes items b, b + gridDim.x, ... Its shared-memory stages form one
+// stream of (item, channel) steps, so the next step's slab (the next item's first channel, at an
+// item's end) is in flight while the current one is computed.
 template <Operands kFast, Operands kFallback>
 __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel(TcParams p) {
   extern __shared__ float4 smem_vec[];
@@ -262,84 +319,75 @@ __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
-  const long long n = blockIdx.x / p.tiles;
-  const int tile_index = blockIdx.x - n * p.tiles;
-  const int od = tile_index / p.bands;
-  const int band = tile_index - od * p.bands;
+  const long long items = p.batch * p.tiles;
+  long long item = blockIdx.x;
+  if (item >= items) return;
 
-  const int first_row_tile = band * p.band_row_tiles;
-  const int band_row_tiles = min(p.band_row_tiles, p.row_tiles - first_row_tile);
-  const int slab_row0 = tile_origin(first_row_tile, p.oh, kRows);
-  const int slab_rows = tile_origin(first_row_tile + band_row_tiles - 1, p.oh, kRows) + kInputRows - slab_row0;
-
-  const bool active = warp < band_row_tiles * p.col_tiles;
-  WarpTile tile{};
-  if (active) {
-    const int row_tile = first_row_tile + warp / p.col_tiles;
-    const int col_tile = warp % p.col_tiles;
-    const int oh0 = tile_origin(row_tile, p.oh, kRows);
-    tile.ow0 = tile_origin(col_tile, p.ow, kCols);
-    tile.slab_row = oh0 - slab_row0;
-    tile.duplicate_rows = row_tile * kRows - oh0;
-    tile.duplicate_cols = col_tile * kCols - tile.ow0;
-  }
-
-  const float* sample = p.x + n * p.sample_stride;
-  float acc[kRows][2][4];
-  const float x_max = convolve_block<kFast>(p, smem, sample, od, slab_row0, slab_rows, active, tile, acc);
-  bool half_operands = is_half(kFast);
-  if constexpr (is_half(kFast)) {
-    const bool too_large = __syncthreads_or(active && !(x_max <= kHalfMax));
-    const bool large_enough = __syncthreads_or(active && x_max >= kHalfSmallest);
-    if (too_large || !large_enough) {
-      convolve_block<kFallback>(p, smem, sample, od, slab_row0, slab_rows, active, tile, acc);
-      half_operands = false;
+  int step = 0;  // steps issued and computed so far; step s uses stage s % kStages
+  stage_item_channel(p, smem, item, 0);
+  cp_async_commit();
+  for (; item < items; item += gridDim.x) {
+    const Item it = describe_item(p, item);
+    float acc[kRows][2][4];
+    init_accumulators<kFast>(p, acc);
+    float x_max = 0.f;
+    for (int ci = 0; ci < p.cin; ++ci, ++step) {
+      const bool last_channel = ci + 1 == p.cin;
+      const long long next_item = last_channel ? item + gridDim.x : item;
+      if (next_item < items) {
+        // The stage being overwritten was last read in step - 1, which ended at a barrier.
+        stage_item_channel(p, smem + ((step + 1) % kStages) * p.stage_floats, next_item, last_channel ? 0 : ci + 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();
+      if (it.active)
+        accumulate_channel<kFast>(p, smem + (step % kStages) * p.stage_floats, it.slab_rows, ci, it.tile, acc, x_max);
+      __syncthreads();
     }
-  }
 
-  // hardswish, then shifted sums per channel: the pivot is one of this thread's own values, so
-  // sum((h - pivot)^2) does not cancel the way a plain sum of squares would when |mean| >> std.
-  Moments<float> moments[2][2] = {};  // channels nh*8 + 2t + e, index [nh][e]
-  if (active) {
-    const float keep_lo = g >= tile.duplicate_cols ? 1.f : 0.f;      // column ow0 + g
-    const float keep_hi = g + 8 >= tile.duplicate_cols ? 1.f : 0.f;  // column ow0 + g + 8
-    const int valid_rows = kRows - tile.duplicate_rows;
+    bool half_operands = is_half(kFast);
+    if constexpr (is_half(kFast)) {
+      const bool too_large = __syncthreads_or(it.active && !(x_max <= kHalfMax));
+      const bool large_enough = __syncthreads_or(it.active && x_max >= kHalfSmallest);
+      if (too_large || !large_enough) {
+        // Recompute this item with TF32 operands in the stage the prefetch does not occupy.
+        float* stage = smem + ((step + 1) % kStages) * p.stage_floats;
+        init_accumulators<kFallback>(p, acc);
+        for (int ci = 0; ci < p.cin; ++ci) {
+          stage_item_channel(p, stage, item, ci);
+          cp_async_commit();
+          cp_async_wait<0>();
+          __syncthreads();
+          if (it.active) accumulate_channel<kFallback>(p, stage, it.slab_rows, ci, it.tile, acc, x_max);
+          __syncthreads();
+        }
+        half_operands = false;
+      }
+    }
+
+    Moments<float> moments[2][2] = {};
+    if (it.active) tile_moments(p, it, half_operands, acc, moments);
+    // Lanes with the same t hold the same channels: merge over g (lanes t, t+4, ..., t+28) by
+    // shuffle-down, then the warps in ascending order.
 #pragma unroll
     for (int nh = 0; nh < 2; ++nh)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const float unscale = half_operands ? p.half_unscale[nh * 8 + 2 * t + e] : 1.f;
-        const float pivot = hardswish(acc[kRows - 1][nh][2 + e] * unscale);
-        float sum = 0.f, squares = 0.f;
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-          const float keep_row = r >= tile.duplicate_rows ? 1.f : 0.f;
-          const float d_lo = (hardswish(acc[r][nh][e] * unscale) - pivot) * (keep_row * keep_lo);
-          const float d_hi = (hardswish(acc[r][nh][2 + e] * unscale) - pivot) * (keep_row * keep_hi);
-          sum += d_lo + d_hi;
-          squares = fmaf(d_lo, d_lo, fmaf(d_hi, d_hi, squares));
-        }
-        const float count = valid_rows * (keep_lo + keep_hi);
-        if (count > 0.f) moments[nh][e] = {count, pivot + sum / count, fmaxf(squares - sum * (sum / count), 0.f)};
+        for (int offset = 16; offset >= 4; offset /= 2)
+          moments[nh][e] = merge_moments(moments[nh][e], shuffle_down(moments[nh][e], offset));
+        if (g == 0) warp_moments[warp][nh * 8 + 2 * t + e] = moments[nh][e];
       }
-  }
-
-  // Lanes with the same t hold the same channels: merge over g (lanes t, t+4, ..., t+28) by
-  // shuffle-down, then the warps in ascending order.
-#pragma unroll
-  for (int nh = 0; nh < 2; ++nh)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-#pragma unroll
-      for (int offset = 16; offset >= 4; offset /= 2)
-        moments[nh][e] = merge_moments(moments[nh][e], shuffle_down(moments[nh][e], offset));
-      if (g == 0) warp_moments[warp][nh * 8 + 2 * t + e] = moments[nh][e];
+    __syncthreads();
+    if (threadIdx.x < kCout) {
+      Moments<float> m = warp_moments[0][threadIdx.x];
+      for (int wi = 1; wi < kWarps; ++wi) m = merge_moments(m, warp_moments[wi][threadIdx.x]);
+      p.partials[(it.n * p.tiles + it.tile_index) * kCout + threadIdx.x] = m;
     }
-  __syncthreads();
-  if (threadIdx.x < kCout) {
-    Moments<float> m = warp_moments[0][threadIdx.x];
-    for (int wi = 1; wi < kWarps; ++wi) m = merge_moments(m, warp_moments[wi][threadIdx.x]);
-    p.partials[(n * p.tiles + tile_index) * kCout + threadIdx.x] = m;
+    // warp_moments is written again only after the next item's first barrier.
   }
 }
 
@@ -363,12 +411,14 @@ Geometry geometry(const at::Tensor& x) {
   return g;
 }
 
-// Shared memory for one block: kStages x 4 planes x the band's input rows x W floats.
-size_t shared_bytes(const at::Tensor& x) {
+// One stage: 4 planes x the widest band's input rows x W floats.
+int stage_floats(const at::Tensor& x) {
   const Geometry g = geometry(x);
   const int slab_rows = std::min(g.band_row_tiles * kRows, g.oh) + kKernel - 1;
-  return sizeof(float) * kStages * kKernel * slab_rows * x.size(4);
+  return kKernel * slab_rows * static_cast<int>(x.size(4));
 }
+
+size_t shared_bytes(const at::Tensor& x) { return sizeof(float) * kStages * stage_floats(x); }
 
 constexpr size_t kMaxSharedBytes = 96 * 1024;  // two blocks per SM with room to spare
 
@@ -442,6 +492,8 @@ void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& 
   p.band_row_tiles = g.band_row_tiles;
   p.bands = g.bands;
   p.tiles = tiles;
+  p.batch = x.size(0);
+  p.stage_floats = stage_floats(x);
   p.copy16 = p.w % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
   p.half_w = reinterpret_cast<const uint2*>(packed.half_fragments.data_ptr<at::Half>());
   p.tf32_w = reinterpret_cast<const float2*>(packed.tf32_fragments.data_ptr<float>());
@@ -450,13 +502,17 @@ void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& 
   p.bias = packed.bias.data_ptr<float>();
   p.partials = reinterpret_cast<Moments<float>*>(partials.data_ptr<float>());
 
-  const long long blocks = x.size(0) * static_cast<long long>(tiles);
-  TORCH_CHECK(blocks <= std::numeric_limits<int>::max(), "fused3d: batch ", x.size(0),
-              " needs more blocks than one launch takes");
+  const long long items = x.size(0) * static_cast<long long>(tiles);
   const size_t smem = shared_bytes(x);
   const auto launch = [&](auto kernel) {
     if (smem > 48 * 1024)
       C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    // Persistent grid: as many blocks as fit on the GPU at once, or one per item if fewer.
+    int per_sm = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+    const long long resident = static_cast<long long>(std::max(per_sm, 1)) *
+                               at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+    const long long blocks = std::min(items, resident);
     kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };

@@ -14,6 +14,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -70,9 +71,26 @@ inline std::string triple_string(const std::array<int64_t, 3>& v) {
   return shape_string(at::IntArrayRef(v.data(), v.size()));
 }
 
+// A message built only when something is wrong: the checks run on every forward call, and an
+// ostringstream costs about a microsecond to construct, which B=1 (tens of microseconds) notices.
+class Reason {
+ public:
+  template <typename T>
+  Reason& operator<<(const T& v) {
+    if (!stream_) stream_.emplace();
+    *stream_ << v;
+    return *this;
+  }
+  bool empty() const { return !stream_; }
+  std::string str() const { return stream_ ? stream_->str() : std::string(); }
+
+ private:
+  std::optional<std::ostringstream> stream_;
+};
+
 // Whether the parameter tensors are consistent with each other (a malformed model otherwise).
 inline std::string malformed_reason(const FusedLayer& l) {
-  std::ostringstream why;
+  Reason why;
   if (!l.weight.defined() || l.weight.dim() != 5) {
     why << "conv weight must be 5-D (Cout, Cin, KD, KH, KW), got "
         << (l.weight.defined() ? shape_string(l.weight.sizes()) : std::string("none"));
@@ -85,20 +103,20 @@ inline std::string malformed_reason(const FusedLayer& l) {
           << shape_string(l.weight.sizes()) << ", got " << shape_string(t.sizes());
   };
   expect_vector(l.bias, "conv bias");
-  if (why.tellp() == 0) expect_vector(l.gamma, "group_norm weight");
-  if (why.tellp() == 0) expect_vector(l.beta, "group_norm bias");
-  if (why.tellp() == 0 && l.gamma.defined() != l.beta.defined())
+  if (why.empty()) expect_vector(l.gamma, "group_norm weight");
+  if (why.empty()) expect_vector(l.beta, "group_norm bias");
+  if (why.empty() && l.gamma.defined() != l.beta.defined())
     why << "group_norm has a weight but no bias (or the reverse)";
-  if (why.tellp() == 0 && (l.norm_groups < 1 || cout % l.norm_groups != 0))
+  if (why.empty() && (l.norm_groups < 1 || cout % l.norm_groups != 0))
     why << "group_norm groups (" << l.norm_groups << ") must divide the " << cout
         << " output channels";
-  if (why.tellp() == 0 && !(l.eps >= 0.0)) why << "group_norm eps must be >= 0, got " << l.eps;
+  if (why.empty() && !(l.eps >= 0.0)) why << "group_norm eps must be >= 0, got " << l.eps;
   return why.str();
 }
 
 // Whether the fused kernels implement this layer (it is assumed well formed).
 inline std::string unsupported_reason(const FusedLayer& l) {
-  std::ostringstream why;
+  Reason why;
   const auto is = [](const std::array<int64_t, 3>& v, int64_t x) {
     return v[0] == x && v[1] == x && v[2] == x;
   };
@@ -115,7 +133,7 @@ inline std::string unsupported_reason(const FusedLayer& l) {
   else if (l.weight.scalar_type() != at::kFloat)
     why << "model dtype " << dtype_name(l.weight.scalar_type()) << " is not supported (fused kernels: float32)";
   for (const at::Tensor* t : {&l.bias, &l.gamma, &l.beta})
-    if (why.tellp() == 0 && t->defined() && t->scalar_type() != at::kFloat)
+    if (why.empty() && t->defined() && t->scalar_type() != at::kFloat)
       why << "model parameter dtype " << dtype_name(t->scalar_type())
           << " is not supported (fused kernels: float32)";
   return why.str();
@@ -123,7 +141,7 @@ inline std::string unsupported_reason(const FusedLayer& l) {
 
 // Whether x is an input this layer can take: rank, dtype, channels, spatial size vs kernel.
 inline std::string input_mismatch_reason(const at::Tensor& x, const FusedLayer& l) {
-  std::ostringstream why;
+  Reason why;
   if (x.dim() != 5) {
     why << "input must be 5-D (B, C, D, H, W), got shape " << shape_string(x.sizes());
   } else if (x.scalar_type() != l.weight.scalar_type()) {

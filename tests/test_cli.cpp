@@ -4,6 +4,7 @@
 #include "test_support.h"
 
 #include <sys/wait.h>
+#include <unistd.h>
 #include <torch/cuda.h>
 
 #include <cstdlib>
@@ -31,8 +32,10 @@ int shell(const std::string& command) {
 }
 
 CliRun run_cli(const std::string& args) {
+  // ctest runs test processes in parallel: the pid keeps their files apart.
   static int counter = 0;
-  const std::string base = ::testing::TempDir() + "/fused3d_cli_" + std::to_string(counter++);
+  const std::string base =
+      ::testing::TempDir() + "/fused3d_cli_" + std::to_string(getpid()) + "_" + std::to_string(counter++);
   const int code = shell(std::string(FUSED3D_EXECUTABLE) + " " + args + " >" + base + ".out 2>" + base + ".err");
   return {code, slurp(base + ".out"), slurp(base + ".err")};
 }

@@ -64,7 +64,7 @@ TEST_F(FusedCuda, InputsOutsideHalfRangeKeepTheirAccuracy) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(17);
   const LayerSpec spec{4, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
   const FusedLayer layer = random_layer(spec, gen);
-  const at::Tensor scales = at::tensor({1e5, 1e-6, 1.0, 3e4}).view({4, 1, 1, 1, 1});
+  const at::Tensor scales = at::tensor({1e5f, 1e-6f, 1.0f, 3e4f}).view({4, 1, 1, 1, 1});
   const at::Tensor x = random_input(spec, gen) * scales;
   expect_matches_references(layer, x, cuda_, kFloat32Bound, Precision::kAccurate);
   expect_matches_references(layer, x, cuda_, kTF32Bound, Precision::kTF32);
