@@ -3,14 +3,14 @@
 // is the general path's (conv3d_hardswish_groupnorm_mean.cu, moments.h).
 //
 // GEMM view: M = output positions (16 consecutive columns of one output row per MMA), N = Cout
-// (two n8 halves), K = Cin*64, taken 16 at a time as (ci, kd; kh 0..3, kw 0..3) for fp16 m16n8k16,
-// with k = 2*kw + (kh & 1) + 8*(kh >> 1). Lane (g = lane/4, t = lane%4) then holds
-//   a0 = {x[row oh  ][col g+t],   x[row oh+1][col g+t]}     a2 = same, rows oh+2, oh+3
-//   a1 = {x[row oh  ][col g+8+t], x[row oh+1][col g+8+t]}   a3 = same, rows oh+2, oh+3
-// (rows and columns of the input plane ci, od+kd; col relative to the tile's first column). Every
-// register is built from one input row's value at a fixed column offset, so a warp computing kRows
-// output rows reads kRows+3 input rows (two floats each) per (ci, kd) and reuses each for all four
-// kh: 2*(kRows+3) shared-memory loads feed 2*kRows MMAs per weight part.
+// (two n8 halves), K = Cin*64, taken 16 at a time for fp16 m16n8k16 as (ci; kd pair 2kp, 2kp+1;
+// kh pair 2q, 2q+1; kw 0..3). Lane (g = lane/4, t = lane%4) then holds, for output row oh,
+//   a0 = {x[kd 2kp  ][row oh+2q][col g+t],   x[kd 2kp  ][row oh+2q+1][col g+t]}
+//   a1 = the same at col g+8+t;   a2, a3 = the same in plane kd 2kp+1
+// (planes ci, od+kd; columns relative to the tile's first). Every register is one input row's
+// value at a fixed column offset, so a warp computing kRows output rows reads kRows+3 input rows
+// (two floats each) per (ci, kd) and reuses each for all four kh; and the fragment of (row oh,
+// q = 1) is the fragment of (row oh+2, q = 0), so each is packed once and feeds two MMAs.
 //
 // Precision. Rounding x is unbiased and averages out over the spatial mean; rounding the weights
 // is systematic (every output uses the same rounded weights) and does not (DESIGN-NOTES). So:
@@ -74,7 +74,7 @@ struct TcParams {
   int row_tiles, col_tiles, band_row_tiles, bands, tiles;  // tiles = items per sample = OD * bands
   int stage_floats;                                       // one shared-memory stage
   bool copy16;                                            // 16-byte cp.async (W % 4 == 0, aligned x)
-  const uint2* half_w;       // (Cin, 4 kd, 2 nh, parts, 32 lanes) of {b0, b1} half2, scaled weights
+  const uint2* half_w;       // (Cin, 2 kp, 2 q, 2 nh, parts, 32 lanes) of {b0, b1} half2, scaled weights
   const float2* tf32_w;      // (Cin, 4 kd, 2 p, 2 nh, parts, 32 lanes) of {b0, b1}
   const float* half_bias;    // bias * channel scale (16)
   const float* half_unscale; // 1 / channel scale (16)
@@ -151,67 +151,96 @@ __device__ __forceinline__ void stage_channel(const TcParams& p, float* stage, c
   }
 }
 
-// acc += this channel's contribution, reading x from the staged planes. Tracks max|x| read.
+// max |x| over the part of a stage this thread copied in stage_channel (same index pattern).
+__device__ __forceinline__ float staged_abs_max(const TcParams& p, const float* stage, int slab_rows) {
+  const int run = slab_rows * p.w;  // floats per plane
+  float m = 0.f;
+  if (p.copy16) {
+    const float4* v = reinterpret_cast<const float4*>(stage);
+    for (int kd = 0; kd < kKernel; ++kd)
+      for (int i = threadIdx.x; i < run / 4; i += kThreads) {
+        const float4 q = v[kd * (run / 4) + i];
+        m = fmaxf(m, fmaxf(fmaxf(fabsf(q.x), fabsf(q.y)), fmaxf(fabsf(q.z), fabsf(q.w))));
+      }
+  } else {
+    for (int kd = 0; kd < kKernel; ++kd)
+      for (int i = threadIdx.x; i < run; i += kThreads) m = fmaxf(m, fabsf(stage[kd * run + i]));
+  }
+  return m;
+}
+
+// acc += this channel's contribution, reading x from the staged planes.
 template <Operands kOps>
 __device__ __forceinline__ void accumulate_channel(const TcParams& p, const float* stage, int slab_rows, int ci,
-                                                   const WarpTile& tile, float (&acc)[kRows][2][4], float& x_max) {
+                                                   const WarpTile& tile, float (&acc)[kRows][2][4]) {
   constexpr int kParts = weight_parts(kOps);
   const int lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const float* base = stage + tile.slab_row * p.w + tile.ow0 + g + t;
+  const int plane = slab_rows * p.w;
+  if constexpr (is_half(kOps)) {
+    // m16n8k16 slices: (kd pair kp) x (kh pair q) x kw, k = 2t + s + 8*kk for kd = 2kp + kk,
+    // kh = 2q + s, kw = t. The quad {rows j, j+1 of plane kd, cols g+t | g+8+t; same of kd+1} is
+    // the A fragment of output row j with q = 0 and of output row j - 2 with q = 1: each quad is
+    // packed once into its own registers and feeds both (no register moves between MMAs).
 #pragma unroll 1
-  for (int kd = 0; kd < kKernel; ++kd) {
-    const float* rows = base + kd * slab_rows * p.w;
-    float lo[kInputRows], hi[kInputRows];  // columns g+t and g+8+t of each input row
-#pragma unroll
-    for (int j = 0; j < kInputRows; ++j) {
-      lo[j] = rows[j * p.w];
-      hi[j] = rows[j * p.w + 8];
-    }
-    if constexpr (is_half(kOps)) {
-#pragma unroll
-      for (int j = 0; j < kInputRows; ++j) x_max = fmaxf(x_max, fmaxf(fabsf(lo[j]), fabsf(hi[j])));
-      uint32_t lo_pair[kInputRows - 1], hi_pair[kInputRows - 1];  // rows (j, j+1) packed
-#pragma unroll
-      for (int j = 0; j < kInputRows - 1; ++j) {
-        lo_pair[j] = half_pair(lo[j], lo[j + 1]);
-        hi_pair[j] = half_pair(hi[j], hi[j + 1]);
-      }
-      const uint2* w = p.half_w + ((ci * kKernel + kd) * 2 * kParts) * 32 + lane;
-      uint2 b[2][kParts];
-#pragma unroll
-      for (int nh = 0; nh < 2; ++nh)
-#pragma unroll
-        for (int part = 0; part < kParts; ++part) b[nh][part] = __ldg(w + (nh * kParts + part) * 32);
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        const uint32_t a[4] = {lo_pair[r], hi_pair[r], lo_pair[r + 2], hi_pair[r + 2]};
-#pragma unroll
-        for (int nh = 0; nh < 2; ++nh)
-#pragma unroll
-          for (int part = kParts - 1; part >= 0; --part) mma_f16(acc[r][nh], a, b[nh][part]);
-      }
-    } else {
-      uint32_t lo32[kInputRows], hi32[kInputRows];
-#pragma unroll
-      for (int j = 0; j < kInputRows; ++j) {
-        lo32[j] = to_tf32(lo[j]);
-        hi32[j] = to_tf32(hi[j]);
-      }
-      const float2* w = p.tf32_w + ((ci * kKernel + kd) * 2 * 2 * kParts) * 32 + lane;
-      float2 b[2][2][kParts];
+    for (int kp = 0; kp < kKernel / 2; ++kp) {
+      const float* rows0 = base + 2 * kp * plane;
+      const float* rows1 = rows0 + plane;
+      const uint2* w = p.half_w + (((ci * 2 + kp) * 2 * 2) * kParts) * 32 + lane;
+      uint2 b[2][2][kParts];  // [q][nh][part]
 #pragma unroll
       for (int q = 0; q < 2; ++q)
 #pragma unroll
         for (int nh = 0; nh < 2; ++nh)
 #pragma unroll
           for (int part = 0; part < kParts; ++part) b[q][nh][part] = __ldg(w + ((q * 2 + nh) * kParts + part) * 32);
-      // m16n8k8: K = (kh pair q: kh = 2q, 2q+1) x (kw = t): a0/a1 from row oh+2q, a2/a3 from oh+2q+1.
+      float lo0[kInputRows], hi0[kInputRows], lo1[kInputRows], hi1[kInputRows];
+#pragma unroll
+      for (int j = 0; j < kInputRows; ++j) {
+        lo0[j] = rows0[j * p.w];
+        hi0[j] = rows0[j * p.w + 8];
+        lo1[j] = rows1[j * p.w];
+        hi1[j] = rows1[j * p.w + 8];
+      }
+#pragma unroll
+      for (int j = 0; j + 1 < kInputRows; ++j) {
+        const uint32_t a[4] = {half_pair(lo0[j], lo0[j + 1]), half_pair(hi0[j], hi0[j + 1]),
+                               half_pair(lo1[j], lo1[j + 1]), half_pair(hi1[j], hi1[j + 1])};
+#pragma unroll
+        for (int nh = 0; nh < 2; ++nh)
+#pragma unroll
+          for (int part = kParts - 1; part >= 0; --part) {
+            if (j < kRows) mma_f16(acc[j][nh], a, b[0][nh][part]);
+            if (j >= 2) mma_f16(acc[j - 2][nh], a, b[1][nh][part]);
+          }
+      }
+    }
+  } else {
+    // TF32 m16n8k8 slices: (kd; kh pair q) x kw, k = t + 4s for kh = 2q + s: a0/a1 from input row
+    // oh+2q, a2/a3 from oh+2q+1 (cols g+t | g+8+t); b0/b1 = weights at kh 2q / 2q+1, kw t.
+#pragma unroll 1
+    for (int kd = 0; kd < kKernel; ++kd) {
+      const float* rows = base + kd * plane;
+      uint32_t lo[kInputRows], hi[kInputRows];  // columns g+t and g+8+t of each input row
+#pragma unroll
+      for (int j = 0; j < kInputRows; ++j) {
+        lo[j] = to_tf32(rows[j * p.w]);
+        hi[j] = to_tf32(rows[j * p.w + 8]);
+      }
+      const float2* w = p.tf32_w + ((ci * kKernel + kd) * 2 * 2 * kParts) * 32 + lane;
+      float2 b[2][2][kParts];  // [q][nh][part]
+#pragma unroll
+      for (int q = 0; q < 2; ++q)
+#pragma unroll
+        for (int nh = 0; nh < 2; ++nh)
+#pragma unroll
+          for (int part = 0; part < kParts; ++part) b[q][nh][part] = __ldg(w + ((q * 2 + nh) * kParts + part) * 32);
 #pragma unroll
       for (int r = 0; r < kRows; ++r)
 #pragma unroll
         for (int q = 0; q < 2; ++q) {
-          const uint32_t a[4] = {lo32[r + 2 * q], hi32[r + 2 * q], lo32[r + 2 * q + 1], hi32[r + 2 * q + 1]};
+          const uint32_t a[4] = {lo[r + 2 * q], hi[r + 2 * q], lo[r + 2 * q + 1], hi[r + 2 * q + 1]};
 #pragma unroll
           for (int nh = 0; nh < 2; ++nh)
 #pragma unroll
@@ -287,6 +316,8 @@ __device__ __forceinline__ void tile_moments(const TcParams& p, const Item& it, 
   const float keep_lo = g >= it.tile.duplicate_cols ? 1.f : 0.f;      // column ow0 + g
   const float keep_hi = g + 8 >= it.tile.duplicate_cols ? 1.f : 0.f;  // column ow0 + g + 8
   const int valid_rows = kRows - it.tile.duplicate_rows;
+  // Per element: unscale, gate, (h - pivot) in one FMA, two accumulations: this runs for every
+  // output (179M at B=1024), as often as the MMAs, so each instruction here shows in the time.
 #pragma unroll
   for (int nh = 0; nh < 2; ++nh)
 #pragma unroll
@@ -296,9 +327,11 @@ __device__ __forceinline__ void tile_moments(const TcParams& p, const Item& it, 
       float sum = 0.f, squares = 0.f;
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        const float keep_row = r >= it.tile.duplicate_rows ? 1.f : 0.f;
-        const float d_lo = (hardswish(acc[r][nh][e] * unscale) - pivot) * (keep_row * keep_lo);
-        const float d_hi = (hardswish(acc[r][nh][2 + e] * unscale) - pivot) * (keep_row * keep_hi);
+        if (r < it.tile.duplicate_rows) continue;  // warp-uniform
+        const float y_lo = acc[r][nh][e] * unscale;
+        const float y_hi = acc[r][nh][2 + e] * unscale;
+        const float d_lo = fmaf(y_lo, hardswish_gate(y_lo), -pivot) * keep_lo;
+        const float d_hi = fmaf(y_hi, hardswish_gate(y_hi), -pivot) * keep_hi;
         sum += d_lo + d_hi;
         squares = fmaf(d_lo, d_lo, fmaf(d_hi, d_hi, squares));
       }
@@ -342,16 +375,19 @@ __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel
       } else {
         cp_async_wait<0>();
       }
+      // The range check reads what this thread copied (its own cp.async is complete and visible to
+      // it): every staged value once, instead of once per fragment it lands in.
+      if constexpr (is_half(kFast)) x_max = fmaxf(x_max, staged_abs_max(p, smem + (step % kStages) * p.stage_floats, it.slab_rows));
       __syncthreads();
       if (it.active)
-        accumulate_channel<kFast>(p, smem + (step % kStages) * p.stage_floats, it.slab_rows, ci, it.tile, acc, x_max);
+        accumulate_channel<kFast>(p, smem + (step % kStages) * p.stage_floats, it.slab_rows, ci, it.tile, acc);
       __syncthreads();
     }
 
     bool half_operands = is_half(kFast);
     if constexpr (is_half(kFast)) {
-      const bool too_large = __syncthreads_or(it.active && !(x_max <= kHalfMax));
-      const bool large_enough = __syncthreads_or(it.active && x_max >= kHalfSmallest);
+      const bool too_large = __syncthreads_or(!(x_max <= kHalfMax));
+      const bool large_enough = __syncthreads_or(x_max >= kHalfSmallest);
       if (too_large || !large_enough) {
         // Recompute this item with TF32 operands in the stage the prefetch does not occupy.
         float* stage = smem + ((step + 1) % kStages) * p.stage_floats;
@@ -361,7 +397,7 @@ __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel
           cp_async_commit();
           cp_async_wait<0>();
           __syncthreads();
-          if (it.active) accumulate_channel<kFallback>(p, stage, it.slab_rows, ci, it.tile, acc, x_max);
+          if (it.active) accumulate_channel<kFallback>(p, stage, it.slab_rows, ci, it.tile, acc);
           __syncthreads();
         }
         half_operands = false;
@@ -455,13 +491,14 @@ TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& l, Precision prec
   // fp16: each output channel scaled by 2^e so that max|w| is in [1, 2), exact in either direction.
   const at::Tensor max_abs = w.abs().amax({1, 2, 3, 4});
   const at::Tensor scale = at::where(max_abs > 0, at::exp2(-at::floor(at::log2(max_abs))), at::ones_like(max_abs));
-  // (co = nh*8 + g, ci, kd, kh, kw = t) -> (ci, kd, nh, lane = 4g + t, kh): {b0, b1} = kh {0, 1}, {2, 3}
+  // (co = nh*8 + g, ci, kd = 2kp + kk, kh = 2q + s, kw = t) -> (ci, kp, q, nh, lane = 4g + t, (kk, s)):
+  // b0 = {kk 0: s 0, s 1}, b1 = {kk 1: s 0, s 1}
   const at::Tensor scaled = (w * scale.view({kCout, 1, 1, 1, 1}))
-                                .view({2, 8, cin, kKernel, kKernel, kKernel})
-                                .permute({2, 3, 0, 1, 5, 4})
-                                .reshape({cin, kKernel, 2, 32, kKernel});
+                                .view({2, 8, cin, 2, 2, 2, 2, kKernel})
+                                .permute({2, 3, 5, 0, 1, 7, 4, 6})
+                                .reshape({cin, 2, 2, 2, 32, 4});
   const at::Tensor half_parts = split(scaled, [](const at::Tensor& v) { return v.to(at::kHalf); });
-  packed.half_fragments = half_parts.permute({1, 2, 3, 0, 4, 5}).contiguous();  // (ci, kd, nh, part, lane, 4)
+  packed.half_fragments = half_parts.permute({1, 2, 3, 4, 0, 5, 6}).contiguous();  // (ci, kp, q, nh, part, lane, 4)
   packed.half_bias = (bias * scale).contiguous();
   packed.half_unscale = scale.reciprocal().contiguous();
 

@@ -63,9 +63,12 @@ FUSED3D_HOST_DEVICE Moments<T> moments_of_span(const T* v, int count) {
   return {T(count), mean, m2};
 }
 
-FUSED3D_HOST_DEVICE float hardswish(float y) {
-  return y * fminf(fmaxf(y + 3.0f, 0.0f), 6.0f) / 6.0f;
-}
+// hardswish(y) = y * clamp(y + 3, 0, 6) / 6, written as y * clamp(y / 6 + 1/2, 0, 1): no division
+// (an IEEE float division is a ~10-instruction sequence on the GPU and ran per output element),
+// and the clamp becomes one saturating FMA. It can differ from PyTorch's form by an ulp. NaN stays
+// NaN (fmaxf picks 0, then NaN * 0).
+FUSED3D_HOST_DEVICE float hardswish_gate(float y) { return fminf(fmaxf(fmaf(y, 1.0f / 6.0f, 0.5f), 0.0f), 1.0f); }
+FUSED3D_HOST_DEVICE float hardswish(float y) { return y * hardswish_gate(y); }
 
 // Per-(sample, channel) partial moments live in a (B, tiles, C) array of Moments<float>, one entry
 // per spatial tile of one sample. This turns them into out[n, c]. Merges run in double: B*C*(C/G)*tiles
