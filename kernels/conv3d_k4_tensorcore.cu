@@ -70,7 +70,7 @@ struct TcParams {
   long long sample_stride;  // Cin*D*H*W
   int cin, d, h, w;
   int oh, ow;
-  long long batch;
+  int items;  // B * tiles (< 2^31, checked)
   int row_tiles, col_tiles, band_row_tiles, bands, tiles;  // tiles = items per sample = OD * bands
   int stage_floats;                                       // one shared-memory stage
   bool copy16;                                            // 16-byte cp.async (W % 4 == 0, aligned x)
@@ -106,8 +106,10 @@ __device__ __forceinline__ uint32_t half_pair(float low, float high) {
   return *reinterpret_cast<const uint32_t*>(&h);
 }
 
+// Not volatile: the compiler may interleave independent MMAs (a dependent pair back to back stalls
+// on the tensor pipe's latency; ncu counted 2.6 'wait' stall cycles per issued instruction).
 __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const float2& b) {
-  asm volatile(
+  asm(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
@@ -115,59 +117,25 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], 
 }
 
 __device__ __forceinline__ void mma_f16(float (&d)[4], const uint32_t (&a)[4], const uint2& b) {
-  asm volatile(
+  asm(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b.x), "r"(b.y));
 }
 
-__device__ __forceinline__ void cp_async(float* smem, const float* gmem, bool sixteen_bytes) {
+__device__ __forceinline__ void cp_async16(float* smem, const float* gmem) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  if (sixteen_bytes)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem));
-  else
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(gmem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async4(float* smem, const float* gmem) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(gmem));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending)); }
 
-__device__ __forceinline__ Moments<float> shuffle_down(const Moments<float>& m, int offset) {
-  return {__shfl_down_sync(0xffffffffu, m.count, offset), __shfl_down_sync(0xffffffffu, m.mean, offset),
-          __shfl_down_sync(0xffffffffu, m.m2, offset)};
-}
-
-// Stage input channel ci: 4 planes (od .. od+3) x slab_rows rows x W, each plane one contiguous run.
-__device__ __forceinline__ void stage_channel(const TcParams& p, float* stage, const float* sample, int ci, int od,
-                                              int slab_row0, int slab_rows) {
-  const int run = slab_rows * p.w;  // floats per plane
-  const int step = p.copy16 ? 4 : 1;
-#pragma unroll
-  for (int kd = 0; kd < kKernel; ++kd) {
-    const float* src = sample + (static_cast<long long>(ci * p.d + od + kd) * p.h + slab_row0) * p.w;
-    float* dst = stage + kd * run;
-    for (int i = threadIdx.x * step; i < run; i += kThreads * step) cp_async(dst + i, src + i, p.copy16);
-  }
-}
-
-// max |x| over the part of a stage this thread copied in stage_channel (same index pattern).
-__device__ __forceinline__ float staged_abs_max(const TcParams& p, const float* stage, int slab_rows) {
-  const int run = slab_rows * p.w;  // floats per plane
-  float m = 0.f;
-  if (p.copy16) {
-    const float4* v = reinterpret_cast<const float4*>(stage);
-    for (int kd = 0; kd < kKernel; ++kd)
-      for (int i = threadIdx.x; i < run / 4; i += kThreads) {
-        const float4 q = v[kd * (run / 4) + i];
-        m = fmaxf(m, fmaxf(fmaxf(fabsf(q.x), fabsf(q.y)), fmaxf(fabsf(q.z), fabsf(q.w))));
-      }
-  } else {
-    for (int kd = 0; kd < kKernel; ++kd)
-      for (int i = threadIdx.x; i < run; i += kThreads) m = fmaxf(m, fabsf(stage[kd * run + i]));
-  }
-  return m;
-}
 
 // acc += this channel's contribution, reading x from the staged planes.
 template <Operands kOps>
@@ -207,10 +175,11 @@ __device__ __forceinline__ void accumulate_channel(const TcParams& p, const floa
       for (int j = 0; j + 1 < kInputRows; ++j) {
         const uint32_t a[4] = {half_pair(lo0[j], lo0[j + 1]), half_pair(hi0[j], hi0[j + 1]),
                                half_pair(lo1[j], lo1[j + 1]), half_pair(hi1[j], hi1[j + 1])};
+        // Four independent accumulators between two MMAs on the same one.
 #pragma unroll
-        for (int nh = 0; nh < 2; ++nh)
+        for (int part = kParts - 1; part >= 0; --part)
 #pragma unroll
-          for (int part = kParts - 1; part >= 0; --part) {
+          for (int nh = 0; nh < 2; ++nh) {
             if (j < kRows) mma_f16(acc[j][nh], a, b[0][nh][part]);
             if (j >= 2) mma_f16(acc[j - 2][nh], a, b[1][nh][part]);
           }
@@ -242,9 +211,9 @@ __device__ __forceinline__ void accumulate_channel(const TcParams& p, const floa
         for (int q = 0; q < 2; ++q) {
           const uint32_t a[4] = {lo[r + 2 * q], hi[r + 2 * q], lo[r + 2 * q + 1], hi[r + 2 * q + 1]};
 #pragma unroll
-          for (int nh = 0; nh < 2; ++nh)
+          for (int part = kParts - 1; part >= 0; --part)
 #pragma unroll
-            for (int part = kParts - 1; part >= 0; --part) mma_tf32(acc[r][nh], a, b[q][nh][part]);
+            for (int nh = 0; nh < 2; ++nh) mma_tf32(acc[r][nh], a, b[q][nh][part]);
         }
     }
   }
@@ -252,7 +221,8 @@ __device__ __forceinline__ void accumulate_channel(const TcParams& p, const floa
 
 // What one work item (sample n, output depth od, band of row tiles) covers, and this warp's tile.
 struct Item {
-  long long n;
+  const float* sample;
+  int n;
   int tile_index;  // item within the sample: od * bands + band
   int od;
   int slab_row0, slab_rows;  // the input rows staged
@@ -260,10 +230,13 @@ struct Item {
   WarpTile tile;
 };
 
-__device__ __forceinline__ Item describe_item(const TcParams& p, long long item) {
+// 32-bit index math (the host checks that B * tiles < 2^31): a 64-bit division is a ~70-instruction
+// subroutine, and this runs once per item.
+__device__ __forceinline__ Item describe_item(const TcParams& p, int item) {
   Item it{};
   it.n = item / p.tiles;
-  it.tile_index = static_cast<int>(item - it.n * p.tiles);
+  it.tile_index = item - it.n * p.tiles;
+  it.sample = p.x + static_cast<long long>(it.n) * p.sample_stride;
   it.od = it.tile_index / p.bands;
   const int band = it.tile_index - it.od * p.bands;
   const int first_row_tile = band * p.band_row_tiles;
@@ -274,7 +247,7 @@ __device__ __forceinline__ Item describe_item(const TcParams& p, long long item)
   it.active = warp < band_row_tiles * p.col_tiles;
   if (it.active) {
     const int row_tile = first_row_tile + warp / p.col_tiles;
-    const int col_tile = warp % p.col_tiles;
+    const int col_tile = warp - (warp / p.col_tiles) * p.col_tiles;
     const int oh0 = tile_origin(row_tile, p.oh, kRows);
     it.tile.ow0 = tile_origin(col_tile, p.ow, kCols);
     it.tile.slab_row = oh0 - it.slab_row0;
@@ -284,9 +257,42 @@ __device__ __forceinline__ Item describe_item(const TcParams& p, long long item)
   return it;
 }
 
-__device__ __forceinline__ void stage_item_channel(const TcParams& p, float* stage, long long item, int ci) {
-  const Item it = describe_item(p, item);
-  stage_channel(p, stage, p.x + it.n * p.sample_stride, ci, it.od, it.slab_row0, it.slab_rows);
+// Stage input channel ci of an item: 4 planes (od .. od+3) x slab_rows rows x W, each plane one
+// contiguous run in global memory and in the stage.
+__device__ __forceinline__ void stage_channel(const TcParams& p, float* stage, const Item& it, int ci) {
+  const int run = it.slab_rows * p.w;
+  const long long plane = static_cast<long long>(p.h) * p.w;
+  const float* src = it.sample + (static_cast<long long>(ci * p.d + it.od) * p.h + it.slab_row0) * p.w;
+  if (p.copy16) {
+#pragma unroll
+    for (int kd = 0; kd < kKernel; ++kd)
+      for (int i = threadIdx.x * 4; i < run; i += kThreads * 4) cp_async16(stage + kd * run + i, src + kd * plane + i);
+  } else {
+#pragma unroll
+    for (int kd = 0; kd < kKernel; ++kd)
+      for (int i = threadIdx.x; i < run; i += kThreads) cp_async4(stage + kd * run + i, src + kd * plane + i);
+  }
+}
+
+// max |x| over what this thread copied in stage_channel (the same indices): after its own
+// cp.async completes, each thread sees that data without a barrier. Every staged value is read
+// once here, instead of once per fragment it lands in.
+__device__ __forceinline__ float staged_abs_max(const TcParams& p, const float* stage, const Item& it) {
+  const int run = it.slab_rows * p.w;
+  float m = 0.f;
+  if (p.copy16) {
+#pragma unroll
+    for (int kd = 0; kd < kKernel; ++kd)
+      for (int i = threadIdx.x * 4; i < run; i += kThreads * 4) {
+        const float4 q = *reinterpret_cast<const float4*>(stage + kd * run + i);
+        m = fmaxf(m, fmaxf(fmaxf(fabsf(q.x), fabsf(q.y)), fmaxf(fabsf(q.z), fabsf(q.w))));
+      }
+  } else {
+#pragma unroll
+    for (int kd = 0; kd < kKernel; ++kd)
+      for (int i = threadIdx.x; i < run; i += kThreads) m = fmaxf(m, fabsf(stage[kd * run + i]));
+  }
+  return m;
 }
 
 template <Operands kOps>
@@ -306,24 +312,25 @@ __device__ __forceinline__ void init_accumulators(const TcParams& p, float (&acc
   }
 }
 
-// Moments of this thread's outputs (hardswish applied) for channels nh*8 + 2t + e, as [nh][e].
-// Shifted sums: the pivot is one of this thread's own values, so sum((h - pivot)^2) does not
-// cancel the way a plain sum of squares would when |mean| >> std.
-__device__ __forceinline__ void tile_moments(const TcParams& p, const Item& it, bool half_operands,
-                                             const float (&acc)[kRows][2][4], Moments<float> (&moments)[2][2]) {
+// Moments of the warp tile's outputs (hardswish applied) for channel nh*8 + 2t + e, returned in
+// lanes t (g = 0) as [nh][e]. All lanes of a channel shift by one pivot, a value from the tile
+// itself (lane t's last row), so sum((h - pivot)^2) does not cancel the way a plain sum of
+// squares would when |mean| >> std, and lanes merge by plain addition.
+__device__ __forceinline__ void warp_tile_moments(const TcParams& p, const Item& it, bool half_operands,
+                                                  const float (&acc)[kRows][2][4], Moments<float> (&moments)[2][2]) {
   const int lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const float keep_lo = g >= it.tile.duplicate_cols ? 1.f : 0.f;      // column ow0 + g
   const float keep_hi = g + 8 >= it.tile.duplicate_cols ? 1.f : 0.f;  // column ow0 + g + 8
   const int valid_rows = kRows - it.tile.duplicate_rows;
-  // Per element: unscale, gate, (h - pivot) in one FMA, two accumulations: this runs for every
-  // output (179M at B=1024), as often as the MMAs, so each instruction here shows in the time.
+  // Per element: unscale, gate, (h - pivot) in one FMA, two accumulations. This runs for every
+  // output (179M at B=1024), so each instruction here shows in the time.
 #pragma unroll
   for (int nh = 0; nh < 2; ++nh)
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
       const float unscale = half_operands ? p.half_unscale[nh * 8 + 2 * t + e] : 1.f;
-      const float pivot = hardswish(acc[kRows - 1][nh][2 + e] * unscale);
+      const float pivot = __shfl_sync(0xffffffffu, hardswish(acc[kRows - 1][nh][2 + e] * unscale), t);
       float sum = 0.f, squares = 0.f;
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
@@ -335,7 +342,14 @@ __device__ __forceinline__ void tile_moments(const TcParams& p, const Item& it, 
         sum += d_lo + d_hi;
         squares = fmaf(d_lo, d_lo, fmaf(d_hi, d_hi, squares));
       }
-      const float count = valid_rows * (keep_lo + keep_hi);
+      float count = valid_rows * (keep_lo + keep_hi);
+      // Lanes with the same t hold the same channel: add over g (lanes t, t+4, ..., t+28).
+#pragma unroll
+      for (int offset = 16; offset >= 4; offset /= 2) {
+        sum += __shfl_down_sync(0xffffffffu, sum, offset);
+        squares += __shfl_down_sync(0xffffffffu, squares, offset);
+        count += __shfl_down_sync(0xffffffffu, count, offset);
+      }
       moments[nh][e] = count > 0.f ? Moments<float>{count, pivot + sum / count, fmaxf(squares - sum * (sum / count), 0.f)}
                                    : Moments<float>{0.f, 0.f, 0.f};
     }
@@ -352,35 +366,39 @@ __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
-  const long long items = p.batch * p.tiles;
-  long long item = blockIdx.x;
-  if (item >= items) return;
+  int item = blockIdx.x;
+  if (item >= p.items) return;
 
-  int step = 0;  // steps issued and computed so far; step s uses stage s % kStages
-  stage_item_channel(p, smem, item, 0);
+  Item it = describe_item(p, item);
+  int step = 0;  // (item, channel) steps so far; step s uses stage s % kStages
+  stage_channel(p, smem, it, 0);
   cp_async_commit();
-  for (; item < items; item += gridDim.x) {
-    const Item it = describe_item(p, item);
+  while (true) {
+    const int next_index = item + gridDim.x;
+    const bool has_next = next_index < p.items;
+    Item next{};
     float acc[kRows][2][4];
     init_accumulators<kFast>(p, acc);
     float x_max = 0.f;
     for (int ci = 0; ci < p.cin; ++ci, ++step) {
-      const bool last_channel = ci + 1 == p.cin;
-      const long long next_item = last_channel ? item + gridDim.x : item;
-      if (next_item < items) {
-        // The stage being overwritten was last read in step - 1, which ended at a barrier.
-        stage_item_channel(p, smem + ((step + 1) % kStages) * p.stage_floats, next_item, last_channel ? 0 : ci + 1);
+      float* following = smem + ((step + 1) % kStages) * p.stage_floats;
+      // The stage being overwritten was last read in step - 1, which ended at a barrier.
+      if (ci + 1 < p.cin) {
+        stage_channel(p, following, it, ci + 1);
+      } else if (has_next) {
+        next = describe_item(p, next_index);
+        stage_channel(p, following, next, 0);
+      }
+      if (ci + 1 < p.cin || has_next) {
         cp_async_commit();
         cp_async_wait<1>();
       } else {
         cp_async_wait<0>();
       }
-      // The range check reads what this thread copied (its own cp.async is complete and visible to
-      // it): every staged value once, instead of once per fragment it lands in.
-      if constexpr (is_half(kFast)) x_max = fmaxf(x_max, staged_abs_max(p, smem + (step % kStages) * p.stage_floats, it.slab_rows));
+      const float* current = smem + (step % kStages) * p.stage_floats;
+      if constexpr (is_half(kFast)) x_max = fmaxf(x_max, staged_abs_max(p, current, it));
       __syncthreads();
-      if (it.active)
-        accumulate_channel<kFast>(p, smem + (step % kStages) * p.stage_floats, it.slab_rows, ci, it.tile, acc);
+      if (it.active) accumulate_channel<kFast>(p, current, it.slab_rows, ci, it.tile, acc);
       __syncthreads();
     }
 
@@ -393,7 +411,7 @@ __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel
         float* stage = smem + ((step + 1) % kStages) * p.stage_floats;
         init_accumulators<kFallback>(p, acc);
         for (int ci = 0; ci < p.cin; ++ci) {
-          stage_item_channel(p, stage, item, ci);
+          stage_channel(p, stage, it, ci);
           cp_async_commit();
           cp_async_wait<0>();
           __syncthreads();
@@ -405,25 +423,23 @@ __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel
     }
 
     Moments<float> moments[2][2] = {};
-    if (it.active) tile_moments(p, it, half_operands, acc, moments);
-    // Lanes with the same t hold the same channels: merge over g (lanes t, t+4, ..., t+28) by
-    // shuffle-down, then the warps in ascending order.
+    if (it.active) warp_tile_moments(p, it, half_operands, acc, moments);
+    if (g == 0) {
 #pragma unroll
-    for (int nh = 0; nh < 2; ++nh)
+      for (int nh = 0; nh < 2; ++nh)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-#pragma unroll
-        for (int offset = 16; offset >= 4; offset /= 2)
-          moments[nh][e] = merge_moments(moments[nh][e], shuffle_down(moments[nh][e], offset));
-        if (g == 0) warp_moments[warp][nh * 8 + 2 * t + e] = moments[nh][e];
-      }
+        for (int e = 0; e < 2; ++e) warp_moments[warp][nh * 8 + 2 * t + e] = moments[nh][e];
+    }
     __syncthreads();
     if (threadIdx.x < kCout) {
       Moments<float> m = warp_moments[0][threadIdx.x];
       for (int wi = 1; wi < kWarps; ++wi) m = merge_moments(m, warp_moments[wi][threadIdx.x]);
-      p.partials[(it.n * p.tiles + it.tile_index) * kCout + threadIdx.x] = m;
+      p.partials[(static_cast<long long>(it.n) * p.tiles + it.tile_index) * kCout + threadIdx.x] = m;
     }
     // warp_moments is written again only after the next item's first barrier.
+    if (!has_next) break;
+    item = next_index;
+    it = next;
   }
 }
 
@@ -529,7 +545,9 @@ void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& 
   p.band_row_tiles = g.band_row_tiles;
   p.bands = g.bands;
   p.tiles = tiles;
-  p.batch = x.size(0);
+  TORCH_CHECK(x.size(0) * static_cast<long long>(tiles) < std::numeric_limits<int>::max(), "fused3d: batch ",
+              x.size(0), " has more work items than 32-bit indices reach");
+  p.items = static_cast<int>(x.size(0) * tiles);
   p.stage_floats = stage_floats(x);
   p.copy16 = p.w % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
   p.half_w = reinterpret_cast<const uint2*>(packed.half_fragments.data_ptr<at::Half>());
@@ -539,7 +557,6 @@ void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& 
   p.bias = packed.bias.data_ptr<float>();
   p.partials = reinterpret_cast<Moments<float>*>(partials.data_ptr<float>());
 
-  const long long items = x.size(0) * static_cast<long long>(tiles);
   const size_t smem = shared_bytes(x);
   const auto launch = [&](auto kernel) {
     if (smem > 48 * 1024)
@@ -549,7 +566,7 @@ void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& 
     C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
     const long long resident = static_cast<long long>(std::max(per_sm, 1)) *
                                at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-    const long long blocks = std::min(items, resident);
+    const long long blocks = std::min(static_cast<long long>(p.items), resident);
     kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
