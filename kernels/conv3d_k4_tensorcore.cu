@@ -43,6 +43,8 @@
 
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <mutex>
 
 namespace fused3d {
 namespace {
@@ -322,36 +324,49 @@ __device__ __forceinline__ void warp_tile_moments(const TcParams& p, const Item&
   const int g = lane / 4, t = lane % 4;
   const float keep_lo = g >= it.tile.duplicate_cols ? 1.f : 0.f;      // column ow0 + g
   const float keep_hi = g + 8 >= it.tile.duplicate_cols ? 1.f : 0.f;  // column ow0 + g + 8
-  const int valid_rows = kRows - it.tile.duplicate_rows;
-  // Per element: unscale, gate, (h - pivot) in one FMA, two accumulations. This runs for every
-  // output (179M at B=1024), so each instruction here shows in the time.
+  float unscale[2][2], pivot[2][2], sum[2][2] = {}, squares[2][2] = {};
 #pragma unroll
   for (int nh = 0; nh < 2; ++nh)
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const float unscale = half_operands ? p.half_unscale[nh * 8 + 2 * t + e] : 1.f;
-      const float pivot = __shfl_sync(0xffffffffu, hardswish(acc[kRows - 1][nh][2 + e] * unscale), t);
-      float sum = 0.f, squares = 0.f;
+      unscale[nh][e] = half_operands ? p.half_unscale[nh * 8 + 2 * t + e] : 1.f;
+      pivot[nh][e] = __shfl_sync(0xffffffffu, hardswish(acc[kRows - 1][nh][2 + e] * unscale[nh][e]), t);
+    }
+  // Per element: unscale, gate, (h - pivot) in one FMA, mask, two accumulations. This runs for
+  // every output (179M at B=1024), as often as the tensor work, so it is kept branch-free (ncu:
+  // a per-row branch here cost ~150 of ~1150 instructions per warp tile).
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        if (r < it.tile.duplicate_rows) continue;  // warp-uniform
-        const float y_lo = acc[r][nh][e] * unscale;
-        const float y_hi = acc[r][nh][2 + e] * unscale;
-        const float d_lo = fmaf(y_lo, hardswish_gate(y_lo), -pivot) * keep_lo;
-        const float d_hi = fmaf(y_hi, hardswish_gate(y_hi), -pivot) * keep_hi;
-        sum += d_lo + d_hi;
-        squares = fmaf(d_lo, d_lo, fmaf(d_hi, d_hi, squares));
+  for (int r = 0; r < kRows; ++r) {
+    const bool row_kept = r >= it.tile.duplicate_rows;  // leading rows belong to the previous tile
+    const float mask_lo = row_kept ? keep_lo : 0.f;
+    const float mask_hi = row_kept ? keep_hi : 0.f;
+#pragma unroll
+    for (int nh = 0; nh < 2; ++nh)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float y_lo = acc[r][nh][e] * unscale[nh][e];
+        const float y_hi = acc[r][nh][2 + e] * unscale[nh][e];
+        const float d_lo = fmaf(y_lo, hardswish_gate(y_lo), -pivot[nh][e]) * mask_lo;
+        const float d_hi = fmaf(y_hi, hardswish_gate(y_hi), -pivot[nh][e]) * mask_hi;
+        sum[nh][e] += d_lo + d_hi;
+        squares[nh][e] = fmaf(d_lo, d_lo, fmaf(d_hi, d_hi, squares[nh][e]));
       }
-      float count = valid_rows * (keep_lo + keep_hi);
+  }
+  const float own_count = (kRows - it.tile.duplicate_rows) * (keep_lo + keep_hi);
+#pragma unroll
+  for (int nh = 0; nh < 2; ++nh)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float count = own_count, s = sum[nh][e], q = squares[nh][e];
       // Lanes with the same t hold the same channel: add over g (lanes t, t+4, ..., t+28).
 #pragma unroll
       for (int offset = 16; offset >= 4; offset /= 2) {
-        sum += __shfl_down_sync(0xffffffffu, sum, offset);
-        squares += __shfl_down_sync(0xffffffffu, squares, offset);
+        s += __shfl_down_sync(0xffffffffu, s, offset);
+        q += __shfl_down_sync(0xffffffffu, q, offset);
         count += __shfl_down_sync(0xffffffffu, count, offset);
       }
-      moments[nh][e] = count > 0.f ? Moments<float>{count, pivot + sum / count, fmaxf(squares - sum * (sum / count), 0.f)}
-                                   : Moments<float>{0.f, 0.f, 0.f};
+      // count > 0: a warp tile always owns at least one row and one column.
+      moments[nh][e] = {count, pivot[nh][e] + s / count, fmaxf(q - s * (s / count), 0.f)};
     }
 }
 
@@ -561,11 +576,21 @@ void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& 
   const auto launch = [&](auto kernel) {
     if (smem > 48 * 1024)
       C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    // Persistent grid: as many blocks as fit on the GPU at once, or one per item if fewer.
+    // Persistent grid: as many blocks as fit on the GPU at once, or one per item if fewer. The
+    // occupancy query is cached per shared-memory size: it costs microseconds, and B=1 runs in ~20.
+    static std::mutex mutex;
+    static std::map<size_t, int> blocks_per_sm;
     int per_sm = 0;
-    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
-    const long long resident = static_cast<long long>(std::max(per_sm, 1)) *
-                               at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      auto found = blocks_per_sm.find(smem);
+      if (found == blocks_per_sm.end()) {
+        C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+        found = blocks_per_sm.emplace(smem, std::max(per_sm, 1)).first;
+      }
+      per_sm = found->second;
+    }
+    const long long resident = static_cast<long long>(per_sm) * at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
     const long long blocks = std::min(static_cast<long long>(p.items), resident);
     kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
