@@ -105,6 +105,18 @@ void run_benchmark(const FusedLayer& layer, const at::Tensor& x, Precision preci
   const Timing native = time_runs([&](int i) { native_forward(inputs[i % copies], layer); }, runs,
                                   kWarmupRuns, x.device());
 
+  // Host time per fused call (checks, allocations, launches), measured without waiting for the GPU:
+  // when it exceeds the GPU time (small batches), it is what the events above measure.
+  double host_us = 0;
+  {
+    constexpr int kCalls = 20;
+    if (x.is_cuda()) at::cuda::getCurrentCUDAStream().synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kCalls; ++i) fused_forward(inputs[i % copies], layer, precision);
+    host_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / kCalls;
+    if (x.is_cuda()) at::cuda::getCurrentCUDAStream().synchronize();
+  }
+
   const auto k = layer.kernel();
   const double positions = double(x.size(2) - k[0] + 1) * (x.size(3) - k[1] + 1) * (x.size(4) - k[2] + 1);
   const double flops = 2.0 * x.size(0) * layer.out_channels() * positions * layer.in_channels() * k[0] * k[1] * k[2];
@@ -116,6 +128,8 @@ void run_benchmark(const FusedLayer& layer, const at::Tensor& x, Precision preci
   out << "  path     median(ms)    min(ms)    max(ms)\n";
   print_row(out, "fused", fused);
   print_row(out, "native", native);
+  std::snprintf(line, sizeof line, "  host     %.1f us per fused call (checks, allocations, launches; not waiting for the GPU)\n", host_us);
+  out << line;
   std::snprintf(line, sizeof line,
                 "  speedup  %.2fx (native median / fused median)\n"
                 "  fused    %.2f TFLOP/s (conv %.1f GFLOP), %.1f GB/s (input %.1f MB read once)\n",
