@@ -33,7 +33,9 @@
 #include <mutex>
 
 namespace fused3d {
-namespace {
+// Named rather than anonymous: the Python extension (tools/fused3d_torch.py) compiles both .cu
+// files as one translation unit.
+namespace general_kernel {
 
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
@@ -242,12 +244,14 @@ PackedEntry packed_weights(const FusedLayer& l, Precision precision, bool tensor
   return e;
 }
 
-}  // namespace
+}  // namespace general_kernel
+
 
 // ------------------------------------------------------------------------------------------------
 // Entry: checks (shapes in the messages), then the two launches on the current stream.
 
 std::string fused_cuda_kernel_name(const FusedLayer& layer, const at::Tensor& x, Precision precision) {
+  using namespace general_kernel;  // this file's internals
   if (!tensorcore_k4_can_run(layer, x)) return "general (float32 CUDA cores)";
   return precision == Precision::kAccurate
              ? "tensor-core k4, accurate (x fp16, weights split hi+lo fp16; TF32 where x is out of fp16 range)"
@@ -255,6 +259,7 @@ std::string fused_cuda_kernel_name(const FusedLayer& layer, const at::Tensor& x,
 }
 
 void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Precision precision, at::Tensor& out) {
+  using namespace general_kernel;  // this file's internals
   const std::string malformed = malformed_reason(layer);
   TORCH_CHECK(malformed.empty(), "fused3d: ", malformed);
   const std::string unsupported = unsupported_reason(layer);
@@ -329,6 +334,7 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Pr
 }
 
 at::Tensor fused_forward_cuda(const at::Tensor& input, const FusedLayer& layer, Precision precision) {
+  using namespace general_kernel;  // this file's internals
   at::Tensor out = at::empty({input.dim() > 0 ? input.size(0) : 0, layer.out_channels()}, input.options());
   fused_forward_cuda_out(input, layer, precision, out);
   return out;

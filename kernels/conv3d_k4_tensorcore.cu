@@ -47,7 +47,9 @@
 #include <mutex>
 
 namespace fused3d {
-namespace {
+// Named rather than anonymous: the Python extension (tools/fused3d_torch.py) compiles both .cu
+// files as one translation unit.
+namespace tensorcore_kernel {
 
 constexpr int kKernel = 4;   // kernel extent along each axis (specialized)
 constexpr int kCout = 16;    // output channels (two mma n8 halves)
@@ -64,8 +66,8 @@ static_assert(kCout == 16, "two n8 halves");
 static_assert(kRows >= 1 && kRows <= 16, "accumulators: 8 registers per row");
 
 enum class Operands { kHalfSplit, kHalf, kTf32Split, kTf32 };
-constexpr bool is_half(Operands o) { return o == Operands::kHalfSplit || o == Operands::kHalf; }
-constexpr int weight_parts(Operands o) { return (o == Operands::kHalfSplit || o == Operands::kTf32Split) ? 2 : 1; }
+__host__ __device__ constexpr bool is_half(Operands o) { return o == Operands::kHalfSplit || o == Operands::kHalf; }
+__host__ __device__ constexpr int weight_parts(Operands o) { return (o == Operands::kHalfSplit || o == Operands::kTf32Split) ? 2 : 1; }
 
 struct TcParams {
   const float* x;
@@ -489,12 +491,14 @@ size_t shared_bytes(const at::Tensor& x) { return sizeof(float) * kStages * stag
 
 constexpr size_t kMaxSharedBytes = 96 * 1024;  // two blocks per SM with room to spare
 
-}  // namespace
+}  // namespace tensorcore_kernel
+
 
 // ------------------------------------------------------------------------------------------------
 // Launchers
 
 bool tensorcore_k4_can_run(const FusedLayer& l, const at::Tensor& x) {
+  using namespace tensorcore_kernel;  // this file's internals
   const auto k = l.kernel();
   if (!(k[0] == kKernel && k[1] == kKernel && k[2] == kKernel && l.out_channels() == kCout &&
         unsupported_reason(l).empty() && x.dim() == 5))
@@ -504,10 +508,12 @@ bool tensorcore_k4_can_run(const FusedLayer& l, const at::Tensor& x) {
 }
 
 int tensorcore_k4_tiles(const at::Tensor& x) {
+  using namespace tensorcore_kernel;  // this file's internals
   return static_cast<int>(x.size(2) - kKernel + 1) * geometry(x).bands;
 }
 
 TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& l, Precision precision) {
+  using namespace tensorcore_kernel;  // this file's internals
   const int64_t cin = l.in_channels();
   const at::Tensor w = l.weight.contiguous();
   const at::Tensor bias = l.bias.defined() ? l.bias.contiguous() : at::zeros({kCout}, w.options());
@@ -545,6 +551,7 @@ TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& l, Precision prec
 
 void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& packed, at::Tensor& partials,
                                   int tiles, cudaStream_t stream) {
+  using namespace tensorcore_kernel;  // this file's internals
   const Geometry g = geometry(x);
   TcParams p{};
   p.x = x.data_ptr<float>();

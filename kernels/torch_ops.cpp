@@ -1,0 +1,39 @@
+// The fused forward as a PyTorch operator, torch.ops.fused3d.forward, for the Python extension
+// (tools/fused3d_torch.py compiles this file with the two .cu files through load_inline). A
+// registered operator, not a pybind function, so torch.compile traces it without a graph break
+// (its fake implementation lives in the Python module) and CUDA graphs can capture it.
+#include "fused_layer.h"
+
+#include <torch/library.h>
+
+#include <optional>
+#include <string>
+
+namespace fused3d {
+namespace {
+
+at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                        const std::optional<at::Tensor>& gamma, const std::optional<at::Tensor>& beta,
+                        int64_t groups, double eps, c10::string_view precision) {
+  TORCH_CHECK(precision == "accurate" || precision == "tf32",
+              "fused3d.forward: precision must be 'accurate' or 'tf32', got '", std::string(precision), "'");
+  FusedLayer layer;
+  layer.weight = weight;
+  layer.bias = bias.value_or(at::Tensor());
+  layer.gamma = gamma.value_or(at::Tensor());
+  layer.beta = beta.value_or(at::Tensor());
+  layer.norm_groups = groups;
+  layer.eps = eps;
+  return fused_forward_cuda(x, layer, precision == "tf32" ? Precision::kTF32 : Precision::kAccurate);
+}
+
+}  // namespace
+}  // namespace fused3d
+
+TORCH_LIBRARY(fused3d, m) {
+  m.def(
+      "forward(Tensor x, Tensor weight, Tensor? bias, Tensor? gamma, Tensor? beta, int groups, float eps, "
+      "str precision=\"accurate\") -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fused3d, CUDA, m) { m.impl("forward", &fused3d::forward_cuda); }
