@@ -123,6 +123,21 @@ TEST(Cli, EmbeddedDefaultPassesCheck) {
   EXPECT_NE(r.out.find("PASS"), std::string::npos) << r.out;
 }
 
+// Two processes, same seed: the written results are bitwise equal (no atomics, fixed merge order).
+TEST(Cli, BitwiseIdenticalAcrossProcesses) {
+  for (const std::string& device : devices()) {
+    std::string files[2];
+    for (int run = 0; run < 2; ++run) {
+      files[run] = ::testing::TempDir() + "/fused3d_det_" + std::to_string(getpid()) + "_" + device + std::to_string(run) + ".pt";
+      ASSERT_EQ(run_cli("--device " + device + " --batch 8 --seed 3 --output " + files[run]).code, 0);
+    }
+    const std::string cmd = std::string(FUSED3D_PYTHON) +
+                            " -c \"import sys, torch; sys.exit(0 if torch.equal(torch.load(sys.argv[1]), torch.load(sys.argv[2])) else 1)\" " +
+                            files[0] + " " + files[1];
+    EXPECT_EQ(shell(cmd), 0) << device;
+  }
+}
+
 TEST(Cli, BenchPrintsTimesAndSpeedup) {
   for (const std::string& device : devices()) {
     const CliRun r = run_cli("--device " + device + " --batch 2 --bench 3");

@@ -6,6 +6,7 @@
 #include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 
 #include <algorithm>
 #include <chrono>
@@ -100,6 +101,20 @@ void run_benchmark(const FusedLayer& layer, const at::Tensor& x, Precision preci
   std::vector<at::Tensor> inputs{x};
   for (int i = 1; i < copies; ++i) inputs.push_back(x.clone());
 
+  // Peak device memory each path allocates beyond what exists already (inputs, weights).
+  const auto peak_mb = [&](const std::function<void()>& fn) {
+    if (!x.is_cuda()) return -1.0;
+    const auto device = x.device().index();
+    at::cuda::getCurrentCUDAStream().synchronize();
+    const int64_t before = c10::cuda::CUDACachingAllocator::getDeviceStats(device).allocated_bytes[0].current;
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device);
+    fn();
+    at::cuda::getCurrentCUDAStream().synchronize();
+    return (c10::cuda::CUDACachingAllocator::getDeviceStats(device).allocated_bytes[0].peak - before) / 1e6;
+  };
+  const double fused_mb = peak_mb([&] { fused_forward(x, layer, precision); });
+  const double native_mb = peak_mb([&] { native_forward(x, layer); });
+
   const Timing fused = time_runs([&](int i) { fused_forward(inputs[i % copies], layer, precision); }, runs,
                                  kWarmupRuns, x.device());
   const Timing native = time_runs([&](int i) { native_forward(inputs[i % copies], layer); }, runs,
@@ -130,6 +145,11 @@ void run_benchmark(const FusedLayer& layer, const at::Tensor& x, Precision preci
   print_row(out, "native", native);
   std::snprintf(line, sizeof line, "  host     %.1f us per fused call (checks, allocations, launches; not waiting for the GPU)\n", host_us);
   out << line;
+  if (x.is_cuda()) {
+    std::snprintf(line, sizeof line, "  memory   peak device memory beyond inputs and weights: fused %.2f MB, native %.1f MB\n",
+                  fused_mb, native_mb);
+    out << line;
+  }
   std::snprintf(line, sizeof line,
                 "  speedup  %.2fx (native median / fused median)\n"
                 "  fused    %.2f TFLOP/s (conv %.1f GFLOP), %.1f GB/s (input %.1f MB read once)\n",
