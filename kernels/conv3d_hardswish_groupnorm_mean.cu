@@ -252,7 +252,7 @@ PackedEntry packed_weights(const FusedLayer& l, Precision precision, bool tensor
 
 std::string fused_cuda_kernel_name(const FusedLayer& layer, const at::Tensor& x, Precision precision) {
   using namespace general_kernel;  // this file's internals
-  if (!tensorcore_k4_can_run(layer, x)) return "general (float32 CUDA cores)";
+  if (!tensorcore_k4_can_run(layer, x, precision)) return "general (float32 CUDA cores)";
   return precision == Precision::kAccurate
              ? "tensor-core k4, accurate (x fp16, weights split hi+lo fp16; TF32 where x is out of fp16 range)"
              : "tensor-core k4, tf32 (x and weights fp16, 11 significant bits as TF32; TF32 where x is out of fp16 range)";
@@ -284,7 +284,7 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Pr
   if (batch == 0) return;
 
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const bool tensorcore = tensorcore_k4_can_run(layer, x);
+  const bool tensorcore = tensorcore_k4_can_run(layer, x, precision);
   const PackedEntry packed = packed_weights(layer, precision, tensorcore);
   static_assert(sizeof(Moments<float>) == 3 * sizeof(float), "partials are viewed as floats");
   at::Tensor partials;

@@ -18,7 +18,7 @@ struct TensorcoreWeights {
   int parts = 1;
 };
 
-bool tensorcore_k4_can_run(const FusedLayer& layer, const at::Tensor& x);
+bool tensorcore_k4_can_run(const FusedLayer& layer, const at::Tensor& x, Precision precision);
 TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& layer, Precision precision);
 // Blocks per sample, each writing one Moments per channel.
 int tensorcore_k4_tiles(const at::Tensor& x);

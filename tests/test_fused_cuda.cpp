@@ -45,16 +45,27 @@ TEST_F(FusedCuda, StandardLayerOnThreeInputDistributions) {
 
 // Spatial sizes where the tensor-core path's last row and column tiles overlap their neighbours
 // by different amounts (1, 3, 9 rows; 0, 11 columns: more than 8 masks both of a lane's columns).
+// The tf32 mode takes the tensor-core path at these sizes; the accurate mode, below 8192 output
+// positions per sample, the float32 kernel (its bound then holds either way).
 TEST_F(FusedCuda, TensorcorePathTileOverlapsInBothModes) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(15);
   const LayerSpec specs[] = {{3, 2, 16, 4, {4, 4, 4}, {5, 14, 19}, true, true},
                              {2, 5, 16, 2, {4, 4, 4}, {6, 30, 40}, false, true},
-                             {2, 1, 16, 2, {4, 4, 4}, {4, 32, 32}, true, false}};
+                             {2, 1, 16, 2, {4, 4, 4}, {4, 32, 32}, true, false},
+                             // 13 x 27 x 37 positions: 3 rows and 11 columns of overlap, accurate mode too
+                             {2, 2, 16, 2, {4, 4, 4}, {16, 30, 40}, true, true}};
+  {
+    const LayerSpec& big = specs[3];
+    at::Generator g2 = at::make_generator<at::CPUGeneratorImpl>(18);
+    const at::Tensor x = random_input(big, g2).to(cuda_);
+    ASSERT_NE(fused_kernel_name(x, layer_to(random_layer(big, g2), cuda_, at::kFloat), Precision::kAccurate).find("tensor-core"),
+              std::string::npos);
+  }
   for (const LayerSpec& spec : specs) {
     SCOPED_TRACE(to_string(spec));
     const FusedLayer layer = random_layer(spec, gen);
     const at::Tensor x = random_input(spec, gen);
-    ASSERT_NE(fused_kernel_name(x.to(cuda_), layer_to(layer, cuda_, at::kFloat), Precision::kAccurate).find("tensor-core"),
+    ASSERT_NE(fused_kernel_name(x.to(cuda_), layer_to(layer, cuda_, at::kFloat), Precision::kTF32).find("tensor-core"),
               std::string::npos);
     expect_matches_references(layer, x, cuda_, kFloat32Bound, Precision::kAccurate);
     expect_matches_references(layer, x, cuda_, kTF32Bound, Precision::kTF32);
@@ -143,7 +154,7 @@ TEST_F(FusedCuda, RandomizedSweepAgainstFloat64) {
     s.groups = divisors[pick(0, static_cast<int>(divisors.size()) - 1)];
     for (int a = 0; a < 3; ++a) {
       s.kernel[a] = tc_shape ? 4 : pick(1, 7);
-      s.spatial[a] = s.kernel[a] + pick(0, a == 0 ? 6 : 14) + (tc_shape && a > 0 ? 15 : 0);
+      s.spatial[a] = s.kernel[a] + pick(0, a == 0 ? 6 : 14) + (tc_shape ? (a == 0 ? 6 : 15) : 0);
     }
     s.bias = pick(0, 1);
     s.affine = pick(0, 1);
@@ -164,7 +175,7 @@ TEST_F(FusedCuda, RandomizedSweepAgainstFloat64) {
                             << (tc ? " tensor-core" : " general") << (precision == Precision::kTF32 ? " tf32" : " accurate");
   }
   std::cout << "[ sweep    ] " << kConfigs << " configurations, " << tensorcore << " on the tensor-core path" << std::endl;
-  EXPECT_GE(tensorcore, kConfigs / 10);
+  EXPECT_GE(tensorcore, kConfigs / 20);
 }
 
 TEST_F(FusedCuda, EmptyBatchGivesEmptyResult) {
