@@ -21,8 +21,10 @@
 namespace fused3d {
 
 // How the CUDA tensor-core path rounds its operands (the CPU and general CUDA paths are float32).
-//   kAccurate: x rounded to TF32, weights split hi + lo (two MMAs): relative L2 ~1e-6 vs float64
-//   kTF32:     x and weights rounded to TF32 (one MMA), PyTorch's allow_tf32 trade: ~3e-4
+//   kAccurate: x in fp16, weights split hi + lo (two MMAs): ~2e-6 relative L2 vs float64, <= 1e-5
+//   kTF32:     x and weights with 11 significant bits as TF32 (one MMA), PyTorch's allow_tf32
+//              trade: ~3e-4, <= 1e-3
+// (conv3d_k4_tensorcore.cu has the details: fp16 with per-channel weight scaling, TF32 fallback.)
 enum class Precision { kAccurate, kTF32 };
 
 struct FusedLayer {
