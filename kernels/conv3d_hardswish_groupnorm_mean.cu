@@ -5,9 +5,9 @@
 // Math (see moments.h): for each (n, c) we need the channel's spatial mean of h = hardswish(conv)
 // and its centred second moment; the group statistics and the normalized spatial mean follow.
 //
-// Data layout: x is (B, Cin, D, H, W) contiguous float32. Weights are repacked per call into
-// (Cout/16 tiles, Cin*KD*KH*KW taps, 16) so that one tap's 16 output channels are four float4
-// loads that every lane of a warp reads at the same address (a broadcast).
+// Data layout: x is (B, Cin, D, H, W) float32, made contiguous at the entry. Weights are repacked
+// into (Cout/16 tiles, Cin*KD*KH*KW taps, 16), once per model (cached below), so that one tap's 16
+// output channels are four float4 loads that every lane of a warp reads at the same address.
 //
 // Work split: a "strip" is kPositionsPerThread consecutive output columns of one output row; a
 // thread computes a strip for 16 output channels at once (64 accumulators), so each weight load
