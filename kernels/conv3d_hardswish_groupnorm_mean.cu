@@ -5,9 +5,13 @@
 // Math (see moments.h): for each (n, c) we need the channel's spatial mean of h = hardswish(conv)
 // and its centred second moment; the group statistics and the normalized spatial mean follow.
 //
-// Data layout: x is (B, Cin, D, H, W) float32, made contiguous at the entry. Weights are repacked
-// into (Cout/16 tiles, Cin*KD*KH*KW taps, 16), once per model (cached below), so that one tap's 16
-// output channels are four float4 loads that every lane of a warp reads at the same address.
+// Data layout: x is (B, Cin, D, H, W) in float32, float16 or bfloat16, made contiguous at the
+// entry; products and sums are float32 whatever the input dtype (the output is rounded to the
+// input's dtype at the end, as PyTorch's dtype rules give). Weights are repacked into
+// (conv groups x Cout-per-group tiles of 16 channels, Cin/groups*KD*KH*KW taps, 16) float32, once per
+// model (cached below), so that one tap's 16 output channels are four float4 loads that every lane
+// of a warp reads at the same address. A tile never spans two conv groups: with few channels per
+// group most of its 16 lanes of work are padding, which is the price of one kernel for all groups.
 //
 // Work split: a "strip" is kPositionsPerThread consecutive output columns of one output row; a
 // thread computes a strip for 16 output channels at once (64 accumulators), so each weight load
@@ -15,11 +19,12 @@
 // one Moments per channel; blocks never touch each other's results (no atomics), and the epilogue
 // merges tiles in ascending order: the output is bitwise deterministic.
 //
-// Limits: stride 1, no padding, dilation 1, conv groups 1, float32; any Cin, Cout, kernel size.
+// Conv settings: any stride, zero padding and dilation; an input row or column outside the input
+// (padding) contributes 0, as the zero-padded input would. Any Cin, Cout, kernel size, conv groups.
 // Offsets within one sample are 32-bit (checked: Cin*D*H*W < 2^31); sample offsets are 64-bit.
 //
 // The entry below picks the tensor-core fast path (conv3d_k4_tensorcore.cu) when it can run the
-// layer and this general float32 kernel otherwise; both feed the same epilogue.
+// layer and this general kernel otherwise; both feed the same epilogue.
 #include "conv3d_k4_tensorcore.h"
 #include "fused_layer.h"
 #include "moments.h"
@@ -51,10 +56,14 @@ static_assert(kCoutTile <= kThreads, "one thread per channel merges the warps' m
 struct ConvShape {
   long long batch;
   long long sample_stride;  // Cin*D*H*W
-  int cin, d, h, w;
+  int cin;                  // input channels per conv group
+  int d, h, w;
   int kd, kh, kw;
+  int sd, sh, sw;  // stride
+  int pd, ph, pw;  // zero padding
+  int dd, dh, dw;  // dilation
   int od, oh, ow;
-  int cout, cout_tiles;
+  int cout, cout_per_group, tiles_per_group, cout_tiles;
   int strips_per_row, strips, tiles;
 };
 
@@ -68,19 +77,23 @@ __device__ __forceinline__ Moments<float> shuffle_down(const Moments<float>& m, 
 }
 
 // One block = one tile (kStripsPerTile strips) of one sample; writes partials[n][tile][0..Cout).
+template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    conv_hardswish_moments_kernel(const float* __restrict__ x, const float4* __restrict__ packed_w,
+    conv_hardswish_moments_kernel(const T* __restrict__ x, const float4* __restrict__ packed_w,
                                   const float* __restrict__ packed_bias, ConvShape s,
                                   Moments<float>* __restrict__ partials) {
   __shared__ Moments<float> warp_moments[kWarps][kCoutTile];
   const long long n = blockIdx.x / s.tiles;
   const int tile = blockIdx.x - n * s.tiles;
-  const float* xs = x + n * s.sample_stride;
   const int taps = s.cin * s.kd * s.kh * s.kw;
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
 
   for (int ct = 0; ct < s.cout_tiles; ++ct) {
+    const int conv_group = ct / s.tiles_per_group;
+    const int first_channel = conv_group * s.cout_per_group + (ct - conv_group * s.tiles_per_group) * kCoutTile;
+    const int tile_channels = min(kCoutTile, conv_group * s.cout_per_group + s.cout_per_group - first_channel);
+    const T* xs = x + n * s.sample_stride + static_cast<long long>(conv_group) * s.cin * s.d * s.h * s.w;
     const float4* w_tile = packed_w + static_cast<size_t>(ct) * taps * (kCoutTile / 4);
     Moments<float> running[kCoutTile];
 #pragma unroll
@@ -94,10 +107,12 @@ __global__ void __launch_bounds__(kThreads)
       const int od = row / s.oh;
       const int oh = row - od * s.oh;
       const int valid = min(kPositionsPerThread, s.ow - ow0);
-      // Columns past the row end read the last valid column (in bounds) and are dropped later.
-      int col[kPositionsPerThread];
+      // Input coordinates of the first tap; columns past the row end repeat the last valid column
+      // (in bounds) and are dropped from the statistics.
+      const int id0 = od * s.sd - s.pd, ih0 = oh * s.sh - s.ph;
+      int iw0[kPositionsPerThread];
 #pragma unroll
-      for (int p = 0; p < kPositionsPerThread; ++p) col[p] = min(ow0 + p, s.ow - 1);
+      for (int p = 0; p < kPositionsPerThread; ++p) iw0[p] = min(ow0 + p, s.ow - 1) * s.sw - s.pw;
 
       float acc[kPositionsPerThread][kCoutTile];
 #pragma unroll
@@ -109,13 +124,26 @@ __global__ void __launch_bounds__(kThreads)
 
       const float4* w = w_tile;
       for (int ci = 0; ci < s.cin; ++ci)
-        for (int kd = 0; kd < s.kd; ++kd)
+        for (int kd = 0; kd < s.kd; ++kd) {
+          const int id = id0 + kd * s.dd;
+          if (static_cast<unsigned>(id) >= static_cast<unsigned>(s.d)) {  // a padding plane: adds 0
+            w += s.kh * s.kw * (kCoutTile / 4);
+            continue;
+          }
           for (int kh = 0; kh < s.kh; ++kh) {
-            const float* x_row = xs + ((ci * s.d + od + kd) * s.h + oh + kh) * s.w;
+            const int ih = ih0 + kh * s.dh;
+            if (static_cast<unsigned>(ih) >= static_cast<unsigned>(s.h)) {  // a padding row
+              w += s.kw * (kCoutTile / 4);
+              continue;
+            }
+            const T* x_row = xs + ((ci * s.d + id) * s.h + ih) * s.w;
             for (int kw = 0; kw < s.kw; ++kw, w += kCoutTile / 4) {
               float xv[kPositionsPerThread];
 #pragma unroll
-              for (int p = 0; p < kPositionsPerThread; ++p) xv[p] = __ldg(x_row + col[p] + kw);
+              for (int p = 0; p < kPositionsPerThread; ++p) {
+                const int iw = iw0[p] + kw * s.dw;
+                xv[p] = static_cast<unsigned>(iw) < static_cast<unsigned>(s.w) ? static_cast<float>(x_row[iw]) : 0.f;
+              }
 #pragma unroll
               for (int q = 0; q < kCoutTile / 4; ++q) {
                 const float4 w4 = __ldg(w + q);
@@ -129,6 +157,7 @@ __global__ void __launch_bounds__(kThreads)
               }
             }
           }
+        }
 
 #pragma unroll
       for (int j = 0; j < kCoutTile; ++j) {
@@ -148,11 +177,10 @@ __global__ void __launch_bounds__(kThreads)
       if (lane == 0) warp_moments[warp][j] = running[j];
     }
     __syncthreads();
-    const int c = ct * kCoutTile + threadIdx.x;
-    if (threadIdx.x < kCoutTile && c < s.cout) {
+    if (threadIdx.x < tile_channels) {
       Moments<float> m = warp_moments[0][threadIdx.x];
       for (int wi = 1; wi < kWarps; ++wi) m = merge_moments(m, warp_moments[wi][threadIdx.x]);
-      partials[(n * s.tiles + tile) * s.cout + c] = m;
+      partials[(n * s.tiles + tile) * s.cout + first_channel + threadIdx.x] = m;
     }
     __syncthreads();
   }
@@ -167,28 +195,34 @@ __global__ void groupnorm_mean_epilogue_kernel(EpilogueParams p) {
 // ------------------------------------------------------------------------------------------------
 // Kernel launchers
 
-// (Cout, Cin, KD, KH, KW) -> (Cout tiles, taps, kCoutTile), zero-padded to whole tiles.
-at::Tensor pack_weights(const at::Tensor& weight) {
-  const int64_t cout = weight.size(0);
-  const int64_t padded = (cout + kCoutTile - 1) / kCoutTile * kCoutTile;
-  at::Tensor w = at::constant_pad_nd(weight.reshape({cout, -1}).t(), {0, padded - cout});
-  return w.reshape({w.size(0), padded / kCoutTile, kCoutTile}).permute({1, 0, 2}).contiguous();
+// (Cout, Cin/G, KD, KH, KW) -> (G * tiles per group, taps, kCoutTile) float32, each group's channels
+// zero-padded to whole tiles.
+at::Tensor pack_weights(const at::Tensor& weight, int64_t conv_groups) {
+  const int64_t cout = weight.size(0), per_group = cout / conv_groups;
+  const int64_t padded = (per_group + kCoutTile - 1) / kCoutTile * kCoutTile;
+  const at::Tensor w = weight.to(at::kFloat).reshape({conv_groups, per_group, -1});
+  const at::Tensor tiles = at::constant_pad_nd(w, {0, 0, 0, padded - per_group})
+                               .reshape({conv_groups, padded / kCoutTile, kCoutTile, w.size(2)});
+  return tiles.permute({0, 1, 3, 2}).reshape({-1, w.size(2), kCoutTile}).contiguous();
 }
 
-at::Tensor pack_bias(const at::Tensor& bias, int64_t cout, const at::TensorOptions& options) {
-  const int64_t padded = (cout + kCoutTile - 1) / kCoutTile * kCoutTile;
-  if (!bias.defined()) return at::zeros({padded}, options);
-  return at::constant_pad_nd(bias.contiguous(), {0, padded - cout});
+at::Tensor pack_bias(const at::Tensor& bias, int64_t cout, int64_t conv_groups, const at::Device& device) {
+  const int64_t per_group = cout / conv_groups;
+  const int64_t padded = (per_group + kCoutTile - 1) / kCoutTile * kCoutTile;
+  const at::Tensor b = bias.defined() ? bias.to(at::kFloat).reshape({conv_groups, per_group})
+                                      : at::zeros({conv_groups, per_group}, at::TensorOptions(device));
+  return at::constant_pad_nd(b, {0, padded - per_group}).reshape({-1}).contiguous();
 }
 
+template <typename T>
 void launch_conv_hardswish_moments(const at::Tensor& x, const at::Tensor& packed_w,
                                    const at::Tensor& packed_bias, const ConvShape& s,
                                    at::Tensor& partials, cudaStream_t stream) {
   const long long blocks = s.batch * s.tiles;
   TORCH_CHECK(blocks <= std::numeric_limits<int>::max(), "fused3d: batch ", s.batch,
               " needs more blocks than one launch takes");
-  conv_hardswish_moments_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-      x.data_ptr<float>(), reinterpret_cast<const float4*>(packed_w.data_ptr<float>()),
+  conv_hardswish_moments_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+      x.data_ptr<T>(), reinterpret_cast<const float4*>(packed_w.data_ptr<float>()),
       packed_bias.data_ptr<float>(), s, reinterpret_cast<Moments<float>*>(partials.data_ptr<float>()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -208,6 +242,7 @@ void launch_epilogue(const EpilogueParams& p, cudaStream_t stream) {
 struct PackedEntry {
   at::Tensor weight, bias;
   int64_t weight_version, bias_version;
+  int64_t conv_groups;
   Precision precision;
   bool tensorcore;
   TensorcoreWeights tc;          // tensor-core path
@@ -218,7 +253,8 @@ bool same_source(const PackedEntry& e, const FusedLayer& l, Precision precision,
   const bool same_bias = e.bias.defined() ? (l.bias.defined() && e.bias.is_same(l.bias) &&
                                              e.bias_version == l.bias._version())
                                           : !l.bias.defined();
-  return e.tensorcore == tensorcore && e.precision == precision && e.weight.is_same(l.weight) &&
+  return e.tensorcore == tensorcore && e.precision == precision && e.conv_groups == l.conv_groups &&
+         e.weight.is_same(l.weight) &&
          e.weight_version == l.weight._version() && same_bias;
 }
 
@@ -231,17 +267,53 @@ PackedEntry packed_weights(const FusedLayer& l, Precision precision, bool tensor
     for (const PackedEntry& e : cache)
       if (same_source(e, l, precision, tensorcore)) return e;
   }
-  PackedEntry e{l.weight, l.bias, l.weight._version(), l.bias.defined() ? l.bias._version() : 0, precision, tensorcore, {}, {}, {}};
+  PackedEntry e{l.weight, l.bias, l.weight._version(), l.bias.defined() ? l.bias._version() : 0, l.conv_groups, precision, tensorcore, {}, {}, {}};
   if (tensorcore) {
     e.tc = pack_tensorcore_k4_weights(l, precision);
   } else {
-    e.general_w = pack_weights(l.weight);
-    e.general_b = pack_bias(l.bias, l.out_channels(), l.weight.options());
+    e.general_w = pack_weights(l.weight, l.conv_groups);
+    e.general_b = pack_bias(l.bias, l.out_channels(), l.conv_groups, l.weight.device());
   }
   std::lock_guard<std::mutex> lock(mutex);
   cache.push_front(e);
   if (cache.size() > kCacheEntries) cache.pop_back();
   return e;
+}
+
+ConvShape conv_shape(const at::Tensor& x, const FusedLayer& layer) {
+  const auto k = layer.kernel();
+  const auto o = conv_output_spatial(x, layer);
+  const auto narrow = [](int64_t v) { return static_cast<int>(v); };
+  ConvShape s{};
+  s.batch = x.size(0);
+  s.sample_stride = x.stride(0);
+  s.cin = narrow(layer.in_channels());
+  s.d = narrow(x.size(2));
+  s.h = narrow(x.size(3));
+  s.w = narrow(x.size(4));
+  s.kd = narrow(k[0]);
+  s.kh = narrow(k[1]);
+  s.kw = narrow(k[2]);
+  s.sd = narrow(layer.stride[0]);
+  s.sh = narrow(layer.stride[1]);
+  s.sw = narrow(layer.stride[2]);
+  s.pd = narrow(layer.padding[0]);
+  s.ph = narrow(layer.padding[1]);
+  s.pw = narrow(layer.padding[2]);
+  s.dd = narrow(layer.dilation[0]);
+  s.dh = narrow(layer.dilation[1]);
+  s.dw = narrow(layer.dilation[2]);
+  s.od = narrow(o[0]);
+  s.oh = narrow(o[1]);
+  s.ow = narrow(o[2]);
+  s.cout = narrow(layer.out_channels());
+  s.cout_per_group = narrow(layer.out_channels() / layer.conv_groups);
+  s.tiles_per_group = (s.cout_per_group + kCoutTile - 1) / kCoutTile;
+  s.cout_tiles = narrow(layer.conv_groups) * s.tiles_per_group;
+  s.strips_per_row = (s.ow + kPositionsPerThread - 1) / kPositionsPerThread;
+  s.strips = s.od * s.oh * s.strips_per_row;
+  s.tiles = (s.strips + kStripsPerTile - 1) / kStripsPerTile;
+  return s;
 }
 
 }  // namespace general_kernel
@@ -252,7 +324,9 @@ PackedEntry packed_weights(const FusedLayer& l, Precision precision, bool tensor
 
 std::string fused_cuda_kernel_name(const FusedLayer& layer, const at::Tensor& x, Precision precision) {
   using namespace general_kernel;  // this file's internals
-  if (!tensorcore_k4_can_run(layer, x, precision)) return "general (float32 CUDA cores)";
+  if (!tensorcore_k4_can_run(layer, x, precision))
+    return x.scalar_type() == at::kFloat ? "general (float32 CUDA cores)"
+                                         : "general (" + dtype_name(x.scalar_type()) + " in, float32 CUDA cores)";
   return precision == Precision::kAccurate
              ? "tensor-core k4, accurate (x fp16, weights split hi+lo fp16; TF32 where x is out of fp16 range)"
              : "tensor-core k4, tf32 (x and weights fp16, 11 significant bits as TF32; TF32 where x is out of fp16 range)";
@@ -273,11 +347,11 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Pr
 
   const at::Tensor x = input.contiguous();
   const int64_t batch = x.size(0), cout = layer.out_channels();
-  TORCH_CHECK(out.is_contiguous() && out.device() == x.device() && out.scalar_type() == at::kFloat &&
+  TORCH_CHECK(out.is_contiguous() && out.device() == x.device() && out.scalar_type() == x.scalar_type() &&
                   out.sizes() == at::IntArrayRef({batch, cout}),
-              "fused3d: out must be a contiguous float32 (", batch, ", ", cout, ") tensor on ",
-              x.device(), ", got ", shape_string(out.sizes()), " ", dtype_name(out.scalar_type()), " on ",
-              out.device());
+              "fused3d: out must be a contiguous ", dtype_name(x.scalar_type()), " (", batch, ", ", cout,
+              ") tensor on ", x.device(), ", got ", shape_string(out.sizes()), " ", dtype_name(out.scalar_type()),
+              " on ", out.device());
   TORCH_CHECK(x.numel() == 0 || x.stride(0) < std::numeric_limits<int>::max(),
               "fused3d: one sample of shape ", shape_string(x.sizes().slice(1)),
               " has 2^31 elements or more; per-sample offsets are 32-bit");
@@ -287,50 +361,42 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Pr
   const bool tensorcore = tensorcore_k4_can_run(layer, x, precision);
   const PackedEntry packed = packed_weights(layer, precision, tensorcore);
   static_assert(sizeof(Moments<float>) == 3 * sizeof(float), "partials are viewed as floats");
+  const at::TensorOptions float_options = x.options().dtype(at::kFloat);
   at::Tensor partials;
   int tiles = 0;
   if (tensorcore) {
     tiles = tensorcore_k4_tiles(x);
-    partials = at::empty({batch, tiles, cout, 3}, x.options());
+    partials = at::empty({batch, tiles, cout, 3}, float_options);
     launch_tensorcore_k4_moments(x, packed.tc, partials, tiles, stream);
   } else {
-    const auto k = layer.kernel();
-    ConvShape s{};
-    s.batch = batch;
-    s.cin = static_cast<int>(x.size(1));
-    s.d = static_cast<int>(x.size(2));
-    s.h = static_cast<int>(x.size(3));
-    s.w = static_cast<int>(x.size(4));
-    s.sample_stride = x.stride(0);
-    s.kd = static_cast<int>(k[0]);
-    s.kh = static_cast<int>(k[1]);
-    s.kw = static_cast<int>(k[2]);
-    s.od = s.d - s.kd + 1;
-    s.oh = s.h - s.kh + 1;
-    s.ow = s.w - s.kw + 1;
-    s.cout = static_cast<int>(cout);
-    s.cout_tiles = (s.cout + kCoutTile - 1) / kCoutTile;
-    s.strips_per_row = (s.ow + kPositionsPerThread - 1) / kPositionsPerThread;
-    s.strips = s.od * s.oh * s.strips_per_row;
-    s.tiles = (s.strips + kStripsPerTile - 1) / kStripsPerTile;
+    const ConvShape s = conv_shape(x, layer);
     tiles = s.tiles;
-    partials = at::empty({batch, tiles, cout, 3}, x.options());
-    launch_conv_hardswish_moments(x, packed.general_w, packed.general_b, s, partials, stream);
+    partials = at::empty({batch, tiles, cout, 3}, float_options);
+    switch (x.scalar_type()) {
+      case at::kFloat: launch_conv_hardswish_moments<float>(x, packed.general_w, packed.general_b, s, partials, stream); break;
+      case at::kHalf: launch_conv_hardswish_moments<at::Half>(x, packed.general_w, packed.general_b, s, partials, stream); break;
+      case at::kBFloat16: launch_conv_hardswish_moments<at::BFloat16>(x, packed.general_w, packed.general_b, s, partials, stream); break;
+      default: TORCH_CHECK(false, "fused3d: no general kernel for dtype ", dtype_name(x.scalar_type()));
+    }
   }
 
-  const at::Tensor gamma = layer.gamma.defined() ? layer.gamma.contiguous() : at::Tensor();
-  const at::Tensor beta = layer.beta.defined() ? layer.beta.contiguous() : at::Tensor();
+  // The epilogue computes in double and writes float32; a float16 / bfloat16 result is rounded
+  // from that once (a (B, Cout) copy).
+  const auto as_float = [](const at::Tensor& t) { return t.defined() ? t.to(at::kFloat).contiguous() : at::Tensor(); };
+  const at::Tensor gamma = as_float(layer.gamma), beta = as_float(layer.beta);
+  at::Tensor out32 = out.scalar_type() == at::kFloat ? out : at::empty({batch, cout}, float_options);
   EpilogueParams p{};
   p.partials = reinterpret_cast<const Moments<float>*>(partials.data_ptr<float>());
   p.gamma = gamma.defined() ? gamma.data_ptr<float>() : nullptr;
   p.beta = beta.defined() ? beta.data_ptr<float>() : nullptr;
-  p.out = out.data_ptr<float>();
+  p.out = out32.data_ptr<float>();
   p.batch = batch;
   p.tiles = tiles;
   p.channels = static_cast<int>(cout);
   p.groups = static_cast<int>(layer.norm_groups);
   p.eps = layer.eps;
   launch_epilogue(p, stream);
+  if (!out32.is_same(out)) out.copy_(out32);
 }
 
 at::Tensor fused_forward_cuda(const at::Tensor& input, const FusedLayer& layer, Precision precision) {

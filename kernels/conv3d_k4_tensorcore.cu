@@ -508,7 +508,8 @@ bool tensorcore_k4_can_run(const FusedLayer& l, const at::Tensor& x, Precision p
   using namespace tensorcore_kernel;  // this file's internals
   const auto k = l.kernel();
   if (!(k[0] == kKernel && k[1] == kKernel && k[2] == kKernel && l.out_channels() == kCout &&
-        unsupported_reason(l).empty() && x.dim() == 5))
+        is_plain_float32_conv(l) && unsupported_reason(l).empty() && x.dim() == 5 &&
+        x.scalar_type() == at::kFloat))
     return false;
   const Geometry g = geometry(x);
   const int64_t positions = (x.size(2) - kKernel + 1) * static_cast<int64_t>(g.oh) * g.ow;

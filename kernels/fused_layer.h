@@ -90,11 +90,12 @@ class Reason {
   std::optional<std::ostringstream> stream_;
 };
 
-// Whether the parameter tensors are consistent with each other (a malformed model otherwise).
+// Whether the parameter tensors and settings are consistent with each other (a malformed model
+// otherwise: PyTorch itself would refuse to run it).
 inline std::string malformed_reason(const FusedLayer& l) {
   Reason why;
   if (!l.weight.defined() || l.weight.dim() != 5) {
-    why << "conv weight must be 5-D (Cout, Cin, KD, KH, KW), got "
+    why << "conv weight must be 5-D (Cout, Cin/groups, KD, KH, KW), got "
         << (l.weight.defined() ? shape_string(l.weight.sizes()) : std::string("none"));
     return why.str();
   }
@@ -103,6 +104,9 @@ inline std::string malformed_reason(const FusedLayer& l) {
     if (t.defined() && (t.dim() != 1 || t.size(0) != cout))
       why << name << " must have shape (" << cout << ",) to match the conv weight "
           << shape_string(l.weight.sizes()) << ", got " << shape_string(t.sizes());
+  };
+  const auto positive = [](const std::array<int64_t, 3>& v, int64_t least) {
+    return v[0] >= least && v[1] >= least && v[2] >= least;
   };
   expect_vector(l.bias, "conv bias");
   if (why.empty()) expect_vector(l.gamma, "group_norm weight");
@@ -113,32 +117,43 @@ inline std::string malformed_reason(const FusedLayer& l) {
     why << "group_norm groups (" << l.norm_groups << ") must divide the " << cout
         << " output channels";
   if (why.empty() && !(l.eps >= 0.0)) why << "group_norm eps must be >= 0, got " << l.eps;
+  if (why.empty() && (l.conv_groups < 1 || cout % l.conv_groups != 0))
+    why << "conv groups (" << l.conv_groups << ") must divide the " << cout << " output channels";
+  if (why.empty() && !positive(l.stride, 1))
+    why << "conv stride must be >= 1, got " << triple_string(l.stride);
+  if (why.empty() && !positive(l.padding, 0))
+    why << "conv padding must be >= 0, got " << triple_string(l.padding);
+  if (why.empty() && !positive(l.dilation, 1))
+    why << "conv dilation must be >= 1, got " << triple_string(l.dilation);
+  if (why.empty() && (l.weight.size(1) < 1 || !positive(l.kernel(), 1)))
+    why << "conv weight " << shape_string(l.weight.sizes()) << " is empty";
   return why.str();
 }
 
-// Whether the fused kernels implement this layer (it is assumed well formed).
+// The dtypes the fused kernels take: float32, and float16 / bfloat16 with float32 arithmetic.
+inline bool fused_dtype(at::ScalarType t) { return t == at::kFloat || t == at::kHalf || t == at::kBFloat16; }
+
+// Whether the fused kernels implement this layer (it is assumed well formed). Every conv setting
+// PyTorch's zero-padded Conv3d has is implemented; what is left is other dtypes and sizes whose
+// per-sample offsets overflow 32 bits (input_mismatch_reason).
 inline std::string unsupported_reason(const FusedLayer& l) {
   Reason why;
-  const auto is = [](const std::array<int64_t, 3>& v, int64_t x) {
-    return v[0] == x && v[1] == x && v[2] == x;
-  };
-  if (!is(l.stride, 1))
-    why << "conv stride " << triple_string(l.stride) << " is not supported (fused kernels: stride 1)";
-  else if (!is(l.padding, 0))
-    why << "conv padding " << triple_string(l.padding)
-        << " is not supported (fused kernels: no padding)";
-  else if (!is(l.dilation, 1))
-    why << "conv dilation " << triple_string(l.dilation)
-        << " is not supported (fused kernels: dilation 1)";
-  else if (l.conv_groups != 1)
-    why << "conv groups " << l.conv_groups << " is not supported (fused kernels: groups 1)";
-  else if (l.weight.scalar_type() != at::kFloat)
-    why << "model dtype " << dtype_name(l.weight.scalar_type()) << " is not supported (fused kernels: float32)";
+  const at::ScalarType dtype = l.weight.scalar_type();
+  if (!fused_dtype(dtype))
+    why << "model dtype " << dtype_name(dtype)
+        << " is not supported (fused kernels: float32, float16, bfloat16)";
   for (const at::Tensor* t : {&l.bias, &l.gamma, &l.beta})
-    if (why.empty() && t->defined() && t->scalar_type() != at::kFloat)
-      why << "model parameter dtype " << dtype_name(t->scalar_type())
-          << " is not supported (fused kernels: float32)";
+    if (why.empty() && t->defined() && t->scalar_type() != dtype)
+      why << "model parameter dtype " << dtype_name(t->scalar_type()) << " differs from the conv weight's "
+          << dtype_name(dtype) << " (not supported)";
   return why.str();
+}
+
+// Stride 1, no padding, dilation 1, one conv group, float32: what the tensor-core path assumes.
+inline bool is_plain_float32_conv(const FusedLayer& l) {
+  const auto all = [](const std::array<int64_t, 3>& v, int64_t x) { return v[0] == x && v[1] == x && v[2] == x; };
+  return all(l.stride, 1) && all(l.padding, 0) && all(l.dilation, 1) && l.conv_groups == 1 &&
+         l.weight.scalar_type() == at::kFloat;
 }
 
 // Whether x is an input this layer can take: rank, dtype, channels, spatial size vs kernel.
@@ -160,6 +175,9 @@ inline std::string input_mismatch_reason(const at::Tensor& x, const FusedLayer& 
       if (padded < reach) {
         why << "input spatial size " << shape_string(x.sizes().slice(2))
             << " is smaller than the conv kernel " << triple_string(k) << " along axis " << a;
+        if (reach != k[a] || l.padding[a] != 0)
+          why << " (kernel reach " << reach << " with dilation " << l.dilation[a] << ", input "
+              << padded << " with padding " << l.padding[a] << ")";
         break;
       }
     }
@@ -172,8 +190,16 @@ inline int64_t conv_output_size(int64_t in, int64_t k, int64_t stride, int64_t p
   return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1;
 }
 
+// (OD, OH, OW) for an input that passed input_mismatch_reason.
+inline std::array<int64_t, 3> conv_output_spatial(const at::Tensor& x, const FusedLayer& l) {
+  const auto k = l.kernel();
+  std::array<int64_t, 3> o{};
+  for (int a = 0; a < 3; ++a) o[a] = conv_output_size(x.size(2 + a), k[a], l.stride[a], l.padding[a], l.dilation[a]);
+  return o;
+}
+
 // The CUDA pipeline (conv3d_hardswish_groupnorm_mean.cu). The _out form writes every element of a
-// caller's (B, Cout) float32 tensor, so callers can poison it first.
+// caller's (B, Cout) tensor of the input's dtype, so callers can poison it first.
 at::Tensor fused_forward_cuda(const at::Tensor& x, const FusedLayer& layer, Precision precision);
 void fused_forward_cuda_out(const at::Tensor& x, const FusedLayer& layer, Precision precision, at::Tensor& out);
 // Which CUDA kernel fused_forward_cuda runs for this layer and input, in words.

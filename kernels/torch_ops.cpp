@@ -6,6 +6,7 @@
 
 #include <torch/library.h>
 
+#include <array>
 #include <optional>
 #include <string>
 
@@ -14,7 +15,8 @@ namespace {
 
 at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         const std::optional<at::Tensor>& gamma, const std::optional<at::Tensor>& beta,
-                        int64_t groups, double eps, c10::string_view precision) {
+                        int64_t groups, double eps, c10::string_view precision, at::IntArrayRef stride,
+                        at::IntArrayRef padding, at::IntArrayRef dilation, int64_t conv_groups) {
   TORCH_CHECK(precision == "accurate" || precision == "tf32",
               "fused3d.forward: precision must be 'accurate' or 'tf32', got '", std::string(precision), "'");
   FusedLayer layer;
@@ -24,6 +26,14 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& weight, const std
   layer.beta = beta.value_or(at::Tensor());
   layer.norm_groups = groups;
   layer.eps = eps;
+  const auto triple = [](at::IntArrayRef v, const char* name) {
+    TORCH_CHECK(v.size() == 3, "fused3d.forward: ", name, " must have 3 entries, got ", v.size());
+    return std::array<int64_t, 3>{v[0], v[1], v[2]};
+  };
+  layer.stride = triple(stride, "stride");
+  layer.padding = triple(padding, "padding");
+  layer.dilation = triple(dilation, "dilation");
+  layer.conv_groups = conv_groups;
   return fused_forward_cuda(x, layer, precision == "tf32" ? Precision::kTF32 : Precision::kAccurate);
 }
 
@@ -33,7 +43,8 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& weight, const std
 TORCH_LIBRARY(fused3d, m) {
   m.def(
       "forward(Tensor x, Tensor weight, Tensor? bias, Tensor? gamma, Tensor? beta, int groups, float eps, "
-      "str precision=\"accurate\") -> Tensor");
+      "str precision=\"accurate\", int[3] stride=[1, 1, 1], int[3] padding=[0, 0, 0], int[3] dilation=[1, 1, 1], "
+      "int conv_groups=1) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fused3d, CUDA, m) { m.impl("forward", &fused3d::forward_cuda); }

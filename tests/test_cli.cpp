@@ -41,11 +41,14 @@ CliRun run_cli(const std::string& args) {
 }
 
 // Relative L2 of a .pt the executable wrote against a .pt PyTorch wrote, computed by Python.
-int python_compare(const std::string& ours, const std::string& reference, double bound) {
+// Python reads our .pt: same shape, the dtype it should have, within `bound` (relative L2) of its own.
+int python_compare(const std::string& ours, const std::string& reference, double bound,
+                   const std::string& dtype = "float32") {
   std::ostringstream cmd;
   cmd << FUSED3D_PYTHON << " -c \"import sys, torch; o = torch.load(sys.argv[1]); r = torch.load(sys.argv[2]); "
-      << "e = ((o - r).norm() / r.norm()).item(); print('python: relative L2', e); "
-      << "sys.exit(0 if o.shape == r.shape and e <= " << bound << " else 1)\" " << ours << " " << reference;
+      << "e = ((o.double() - r.double()).norm() / r.double().norm()).item(); print('python: relative L2', e, o.dtype); "
+      << "sys.exit(0 if o.shape == r.shape and o.dtype == torch." << dtype << " and e <= " << bound << " else 1)\" "
+      << ours << " " << reference;
   return shell(cmd.str());
 }
 
@@ -77,9 +80,10 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
       {"--model " + f + "/scaled_output.pt", "returns something other than the mean"},
       {"--model " + f + "/reflect_padded.pt", "does not apply the convolution"},
       {"--model " + f + "/conv2d_model.pt", "has no convolution"},
-      {"--model " + f + "/stride2.pt", "stride (2, 2, 2) is not supported"},
-      {"--model " + f + "/padding1.pt", "padding (1, 1, 1) is not supported"},
-      {"--model " + f + "/dilation2.pt", "dilation (2, 2, 2) is not supported"},
+      {"--model " + f + "/same_padding_even.pt", "pads one side more than the other"},
+      {"--model " + f + "/wrong_gamma.pt", "group_norm weight must have shape (16,)"},
+      {"--model " + f + "/flat_conv_weight.pt", "conv weight must be 5-D"},
+      {"--model " + f + "/float16_model.pt --input " + f + "/standard_x.pt", "input dtype float32 does not match the model dtype float16"},
       {"--model " + f + "/float64_model.pt", "float64 is not supported"},
       {"--input " + f + "/rank4_x.pt", "must be 5-D"},
       {"--input " + f + "/int64_x.pt", "dtype int64"},
@@ -88,6 +92,11 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
       {"--input " + f + "/list.pt", "expected a single tensor"},
       {"--input " + f + "/text.pt", "not a tensor file"},
       {"--input " + f + "/truncated_x.pt", "not a tensor file"},
+      {"--input " + f + "/forged_short_x.pt", "that need more than its 2880 bytes"},
+      {"--input " + f + "/forged_huge_x.pt", "(1073741824, 3, 16, 32, 32) that need more"},
+      {"--input " + f + "/forged_offset_x.pt", "at offset 1000000000"},
+      {"--input " + f + "/forged_2p40_x.pt", "not a tensor file"},
+      {"--input " + f + "/forged_negative_x.pt", "not a tensor file"},
       {"--batch 1 --device cpu --output " + f + "/no_such_dir/out.pt", "cannot write output file"},
   };
   for (const auto& c : cases) {
@@ -111,6 +120,32 @@ TEST(Cli, ScriptedAndTracedExportsCheckAndWriteWhatPythonReads) {
       EXPECT_EQ(r.code, 0) << r.out << r.err;
       EXPECT_NE(r.out.find("PASS"), std::string::npos) << r.out;
       EXPECT_EQ(python_compare(out, f + "/standard_ref.pt", kFloat32Bound), 0);
+    }
+}
+
+// Every conv setting (scripted and traced), and float16 / bfloat16 models whose result keeps their
+// dtype and is within one output rounding of PyTorch's float32 result on the same values.
+TEST(Cli, ConvSettingsAndReducedPrecisionModelsRunAndWriteWhatPythonReads) {
+  const std::string f = FUSED3D_FIXTURE_DIR;
+  const struct {
+    std::string model, input, reference, dtype;
+    double bound;
+  } cases[] = {
+      {"settings_scripted.pt", "settings_x.pt", "settings_ref.pt", "float32", kFloat32Bound},
+      {"settings_traced.pt", "settings_x.pt", "settings_ref.pt", "float32", kFloat32Bound},
+      {"float16_model.pt", "float16_x.pt", "float16_ref.pt", "float16", kFloat32Bound + output_rounding(at::kHalf)},
+      {"bfloat16_model.pt", "bfloat16_x.pt", "bfloat16_ref.pt", "bfloat16", kFloat32Bound + output_rounding(at::kBFloat16)},
+  };
+  for (const std::string& device : devices())
+    for (const auto& c : cases) {
+      SCOPED_TRACE(device + " " + c.model);
+      const std::string out = ::testing::TempDir() + "/fused3d_out_" + device + "_" + c.model;
+      const CliRun r = run_cli("--model " + f + "/" + c.model + " --input " + f + "/" + c.input + " --output " + out +
+                               " --check --device " + device);
+      EXPECT_EQ(r.code, 0) << r.out << r.err;
+      EXPECT_NE(r.out.find("PASS"), std::string::npos) << r.out;
+      if (device == "cuda") EXPECT_NE(r.out.find("kernel  general"), std::string::npos) << r.out;
+      EXPECT_EQ(python_compare(out, f + "/" + c.reference, c.bound, c.dtype), 0);
     }
 }
 

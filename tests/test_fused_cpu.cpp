@@ -59,8 +59,30 @@ TEST(FusedCpu, EmptyBatchGivesEmptyResult) {
   EXPECT_EQ(out.sizes(), at::IntArrayRef({0, 16}));
 }
 
+TEST(FusedCpu, Float16AndBFloat16ComputeInFloat32) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(19);
+  const std::vector<LayerSpec> matrix = shape_matrix();
+  for (const at::ScalarType dtype : {at::kHalf, at::kBFloat16})
+    for (const LayerSpec& spec : {matrix[1], matrix.back()}) {
+      SCOPED_TRACE(dtype_name(dtype) + " " + to_string(spec));
+      expect_reduced_precision_matches_float64(spec, dtype, kCpu, gen);
+    }
+}
+
+TEST(FusedCpu, NanAndInfPropagateAsInPyTorch) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(20);
+  expect_special_values_propagate_as_native({4, 3, 8, 2, {3, 3, 3}, {6, 7, 8}, true, true}, kCpu,
+                                            Precision::kAccurate, kFloat32Bound, gen);
+}
+
+TEST(FusedCpu, ConstantChannelGroupGivesBeta) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(21);
+  expect_constant_group_gives_beta({2, 3, 12, 3, {3, 3, 3}, {6, 7, 8}, true, true}, kCpu, Precision::kAccurate,
+                                   kFloat32Bound, gen);
+}
+
 TEST(FusedCpu, MatchesPyTorchOutputSavedByTheExporter) {
-  for (const char* name : {"standard", "odd"}) {
+  for (const char* name : {"standard", "odd", "settings"}) {
     SCOPED_TRACE(name);
     const FusedLayer layer = load_model(fixture(std::string(name) + "_scripted.pt")).layer;
     const at::Tensor out = fused_forward(load_tensor(fixture(std::string(name) + "_x.pt")), layer);

@@ -7,6 +7,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/cuda.h>
 
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <random>
@@ -95,7 +98,7 @@ TEST_F(FusedCuda, TF32ModeOnUniformAndNormalInputs) {
 }
 
 TEST_F(FusedCuda, MatchesPyTorchOutputSavedByTheExporter) {
-  for (const char* name : {"standard", "odd"}) {
+  for (const char* name : {"standard", "odd", "settings"}) {
     SCOPED_TRACE(name);
     const FusedLayer layer = layer_to(load_model(fixture(std::string(name) + "_scripted.pt")).layer, cuda_, at::kFloat);
     const at::Tensor out = fused_forward(load_tensor(fixture(std::string(name) + "_x.pt")).to(cuda_), layer);
@@ -109,7 +112,14 @@ TEST_F(FusedCuda, BitwiseIdenticalAcrossRuns) {
   const FusedLayer layer = layer_to(random_layer(spec, gen), cuda_, at::kFloat);
   const at::Tensor x = random_input(spec, gen).to(cuda_);
   const at::Tensor first = fused_forward(x, layer);
-  for (int i = 0; i < 20; ++i) ASSERT_TRUE(at::equal(fused_forward(x, layer), first)) << "run " << i;
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(at::equal(fused_forward(x, layer), first)) << "run " << i;
+  // The general kernel too, with every conv setting in play.
+  const LayerSpec general = shape_matrix().back();
+  const FusedLayer general_layer = layer_to(random_layer(general, gen), cuda_, at::kFloat);
+  const at::Tensor general_x = random_input(general, gen).to(cuda_);
+  const at::Tensor general_first = fused_forward(general_x, general_layer);
+  for (int i = 0; i < 100; ++i)
+    ASSERT_TRUE(at::equal(fused_forward(general_x, general_layer), general_first)) << "general, run " << i;
 }
 
 TEST_F(FusedCuda, NonContiguousInputGivesTheSameBits) {
@@ -145,16 +155,26 @@ TEST_F(FusedCuda, RandomizedSweepAgainstFloat64) {
   for (int i = 0; i < kConfigs; ++i) {
     LayerSpec s{};
     const bool tc_shape = i % 5 == 0;
+    // Half of the others use conv settings: stride, padding, dilation, conv groups.
+    const bool settings = !tc_shape && i % 2 == 1;
     s.batch = pick(1, 4);
-    s.cin = pick(1, 6);
-    s.cout = tc_shape ? 16 : pick(1, 40);
+    s.conv_groups = settings ? pick(1, 4) : 1;
+    s.cin = s.conv_groups * pick(1, settings ? 3 : 6);
+    s.cout = tc_shape ? 16 : s.conv_groups * pick(1, 40 / s.conv_groups);
     std::vector<int64_t> divisors;
     for (int64_t g = 1; g <= s.cout; ++g)
       if (s.cout % g == 0) divisors.push_back(g);
     s.groups = divisors[pick(0, static_cast<int>(divisors.size()) - 1)];
     for (int a = 0; a < 3; ++a) {
       s.kernel[a] = tc_shape ? 4 : pick(1, 7);
-      s.spatial[a] = s.kernel[a] + pick(0, a == 0 ? 6 : 14) + (tc_shape ? (a == 0 ? 6 : 15) : 0);
+      if (settings) {
+        s.stride[a] = pick(1, 3);
+        s.dilation[a] = pick(1, 2);
+        s.padding[a] = pick(0, 3);
+      }
+      const int64_t reach = s.dilation[a] * (s.kernel[a] - 1) + 1;
+      s.spatial[a] = std::max<int64_t>(1, reach - 2 * s.padding[a] + pick(0, a == 0 ? 6 : 14)) +
+                     (tc_shape ? (a == 0 ? 6 : 15) : 0);
     }
     s.bias = pick(0, 1);
     s.affine = pick(0, 1);
@@ -176,6 +196,78 @@ TEST_F(FusedCuda, RandomizedSweepAgainstFloat64) {
   }
   std::cout << "[ sweep    ] " << kConfigs << " configurations, " << tensorcore << " on the tensor-core path" << std::endl;
   EXPECT_GE(tensorcore, kConfigs / 20);
+}
+
+TEST_F(FusedCuda, Float16AndBFloat16ComputeInFloat32) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(19);
+  const std::vector<LayerSpec> matrix = shape_matrix();
+  for (const at::ScalarType dtype : {at::kHalf, at::kBFloat16})
+    for (const LayerSpec& spec : {matrix[0], matrix[2], matrix.back()}) {
+      SCOPED_TRACE(dtype_name(dtype) + " " + to_string(spec));
+      expect_reduced_precision_matches_float64(spec, dtype, cuda_, gen);
+    }
+}
+
+// Both paths, both modes: the tensor-core path (standard layer) and the general one (kernel 3).
+TEST_F(FusedCuda, NanAndInfPropagateAsInPyTorch) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(20);
+  const LayerSpec standard{4, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
+  const LayerSpec general{4, 3, 8, 2, {3, 3, 3}, {6, 7, 8}, true, true};
+  ASSERT_NE(fused_kernel_name(random_input(standard, gen).to(cuda_), layer_to(random_layer(standard, gen), cuda_, at::kFloat),
+                              Precision::kAccurate).find("tensor-core"), std::string::npos);
+  for (const Precision precision : {Precision::kAccurate, Precision::kTF32}) {
+    const double bound = precision == Precision::kTF32 ? kTF32Bound : kFloat32Bound;
+    expect_special_values_propagate_as_native(standard, cuda_, precision, bound, gen);
+    expect_special_values_propagate_as_native(general, cuda_, precision, kFloat32Bound, gen);
+  }
+}
+
+TEST_F(FusedCuda, ConstantChannelGroupGivesBeta) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(21);
+  const LayerSpec standard{2, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
+  const LayerSpec general{2, 3, 12, 3, {3, 3, 3}, {6, 7, 8}, true, true};
+  expect_constant_group_gives_beta(standard, cuda_, Precision::kAccurate, kFloat32Bound, gen);
+  expect_constant_group_gives_beta(standard, cuda_, Precision::kTF32, kTF32Bound, gen);
+  expect_constant_group_gives_beta(general, cuda_, Precision::kAccurate, kFloat32Bound, gen);
+}
+
+// An input of more than 2^31 elements (B = 43,691 at the standard shape: 8.6 GB): every index that
+// can pass 2^31 must be 64-bit. Native cannot run it whole (its conv output would be 75 GB), so the
+// first and last samples are checked against native and float64, and against the fused pipeline
+// run on those samples alone, bit for bit (a sample's result depends on nothing else).
+TEST_F(FusedCuda, InputOverTwoToThe31Elements) {
+  constexpr int64_t kBatch = 43691;
+  const LayerSpec standard{kBatch, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
+  size_t free_bytes = 0, total_bytes = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
+  if (free_bytes < (12ull << 30)) GTEST_SKIP() << "needs 12 GB of free GPU memory, " << (free_bytes >> 20) << " MB free";
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(22);
+  const LayerSpec general{kBatch, 3, 8, 2, {3, 3, 3}, {16, 32, 32}, true, true};
+  at::Tensor x = at::empty({kBatch, 3, 16, 32, 32}, at::TensorOptions(cuda_));
+  ASSERT_GT(x.numel(), int64_t{1} << 31);
+  x.uniform_(0.0, 1.0);  // on the GPU: 8.6 GB through the CPU would take seconds
+  const struct {
+    LayerSpec spec;
+    Precision precision;
+    double bound;
+  } cases[] = {{standard, Precision::kAccurate, kFloat32Bound},
+               {standard, Precision::kTF32, kTF32Bound},
+               {general, Precision::kAccurate, kFloat32Bound}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(to_string(c.spec) + (c.precision == Precision::kTF32 ? " tf32" : " accurate"));
+    const FusedLayer layer_cpu = random_layer(c.spec, gen);
+    const FusedLayer layer = layer_to(layer_cpu, cuda_, at::kFloat);
+    std::cout << "[ info     ] " << fused_kernel_name(x, layer, c.precision) << std::endl;
+    at::Tensor out = at::full({kBatch, c.spec.cout}, NAN, x.options());
+    fused_forward_out(x, layer, c.precision, out);
+    EXPECT_TRUE(at::isfinite(out).all().item<bool>()) << "unwritten (NaN-poisoned) or non-finite output";
+    for (const int64_t first : {int64_t{0}, kBatch - 5}) {
+      const at::Tensor samples = x.slice(0, first, first + 5);
+      EXPECT_TRUE(at::equal(out.slice(0, first, first + 5), fused_forward(samples, layer, c.precision)))
+          << "samples " << first << "..";
+      expect_matches_references(layer_cpu, samples.cpu(), cuda_, c.bound, c.precision);
+    }
+  }
 }
 
 TEST_F(FusedCuda, EmptyBatchGivesEmptyResult) {

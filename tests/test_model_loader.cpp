@@ -59,16 +59,28 @@ TEST(ModelLoader, GroupNormWithoutAffine) {
   }
 }
 
-TEST(ModelLoader, ConvSettingsAreReadThenRefusedByName) {
-  const struct {
-    const char* file;
-    const char* setting;
-  } cases[] = {{"stride2.pt", "stride (2, 2, 2)"}, {"padding1.pt", "padding (1, 1, 1)"},
-               {"dilation2.pt", "dilation (2, 2, 2)"}, {"float64_model.pt", "float64"}};
-  for (const auto& c : cases) {
-    const std::string why = unsupported_reason(load_model(fixture(c.file)).layer);
-    EXPECT_NE(why.find(c.setting), std::string::npos) << c.file << ": " << why;
+// Scripted and traced exports carry the conv settings differently; both must read the same.
+TEST(ModelLoader, ReadsEveryConvSetting) {
+  for (const char* name : {"settings_scripted.pt", "settings_traced.pt"}) {
+    SCOPED_TRACE(name);
+    const FusedLayer l = load_model(fixture(name)).layer;
+    EXPECT_EQ(l.stride, (std::array<int64_t, 3>{2, 1, 3}));
+    EXPECT_EQ(l.padding, (std::array<int64_t, 3>{1, 0, 2}));
+    EXPECT_EQ(l.dilation, (std::array<int64_t, 3>{1, 2, 1}));
+    EXPECT_EQ(l.conv_groups, 2);
+    EXPECT_EQ(l.norm_groups, 3);
+    EXPECT_EQ(l.weight.sizes(), at::IntArrayRef({6, 2, 3, 2, 3}));
+    EXPECT_TRUE(unsupported_reason(l).empty()) << unsupported_reason(l);
   }
+  // padding='same' with an odd kernel is symmetric zero padding.
+  EXPECT_EQ(load_model(fixture("same_padding.pt")).layer.padding, (std::array<int64_t, 3>{1, 1, 1}));
+}
+
+TEST(ModelLoader, ReadsFloat16AndBFloat16Models) {
+  EXPECT_EQ(load_model(fixture("float16_model.pt")).layer.weight.scalar_type(), at::kHalf);
+  EXPECT_EQ(load_model(fixture("bfloat16_model.pt")).layer.weight.scalar_type(), at::kBFloat16);
+  const std::string why = unsupported_reason(load_model(fixture("float64_model.pt")).layer);
+  EXPECT_NE(why.find("model dtype float64 is not supported"), std::string::npos) << why;
 }
 
 TEST(ModelLoader, RefusesModelsWithoutTheExpectedLayers) {
@@ -79,6 +91,9 @@ TEST(ModelLoader, RefusesModelsWithoutTheExpectedLayers) {
                {"scaled_output.pt", "returns something other than the mean"},
                {"reflect_padded.pt", "does not apply the convolution to its input"},
                {"conv2d_model.pt", "has no convolution"},
+               {"same_padding_even.pt", "'same' with an even kernel extent along axis 0"},
+               {"wrong_gamma.pt", "group_norm weight must have shape (16,)"},
+               {"flat_conv_weight.pt", "conv weight must be 5-D"},
                {"standard_x.pt", "is not a TorchScript model"},
                {"text.pt", "is not a TorchScript model"},
                {"no_such_model.pt", "cannot open"}};

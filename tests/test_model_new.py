@@ -71,6 +71,28 @@ class ModelNewTest(unittest.TestCase):
                         torch.testing.assert_close(out, ref(x), atol=1e-2, rtol=1e-2)
                         self.assertLessEqual(rel_l2(out, ref64(x.double())), BOUND[precision], (config, precision))
 
+    def test_conv_settings_and_reduced_precision(self):
+        """Stride, padding, dilation and conv groups as Conv3d takes them; .half() / .bfloat16()
+        models return their dtype, within one output rounding of float64 on the same values."""
+        settings = dict(stride=(2, 1, 3), padding=(1, 0, 2), dilation=(1, 2, 1), conv_groups=2)
+        torch.manual_seed(4)
+        new = ModelNew(4, 6, (3, 2, 3), 3, **settings).cuda().eval()
+        ref64 = Model(4, 6, (3, 2, 3), 3, stride=settings["stride"], padding=settings["padding"],
+                      dilation=settings["dilation"], conv_groups=2).cuda().double().eval()
+        ref64.load_state_dict(new.state_dict())
+        gen = torch.Generator().manual_seed(5)
+        x = torch.rand(3, 4, 7, 8, 10, generator=gen).cuda()
+        with torch.no_grad():
+            self.assertLessEqual(rel_l2(new(x), ref64(x.double())), BOUND["accurate"])
+            for dtype, rounding in ((torch.float16, 2.0 ** -11), (torch.bfloat16, 2.0 ** -8)):
+                low = ModelNew(4, 6, (3, 2, 3), 3, **settings).cuda().eval()
+                low.load_state_dict(new.state_dict())
+                low = low.to(dtype)
+                ref64.load_state_dict({k: v.to(dtype).double() for k, v in new.state_dict().items()})
+                out = low(x.to(dtype))
+                self.assertEqual(out.dtype, dtype)
+                self.assertLessEqual(rel_l2(out, ref64(x.to(dtype).double())), BOUND["accurate"] + rounding, dtype)
+
     def test_torch_compile_fullgraph(self):
         config = CONFIGS[0]
         _, new = pair(config)

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -32,24 +33,39 @@ constexpr double kFloat32Bound = 1e-5;
 // 2.6e-4 (U[0,1)) and 2.3e-5 (N(0,1)) relative L2 in emulation. 1e-3 is the mode's promise (issue 3).
 constexpr double kTF32Bound = 1e-3;
 
+// A float16 / bfloat16 pipeline computes in float32 and rounds each output value once, to within
+// half an ulp of it: 2^-11 (float16) or 2^-8 (bfloat16) relative per value, so of the L2 norm too.
+// Added to the float32 bound.
+inline double output_rounding(at::ScalarType dtype) {
+  return dtype == at::kHalf ? std::ldexp(1.0, -11) : dtype == at::kBFloat16 ? std::ldexp(1.0, -8) : 0.0;
+}
+
 struct LayerSpec {
-  int64_t batch, cin, cout, groups;
+  int64_t batch, cin, cout, groups;  // cin: input channels (all conv groups); groups: GroupNorm's
   std::array<int64_t, 3> kernel, spatial;
   bool bias, affine;
+  std::array<int64_t, 3> stride{1, 1, 1}, padding{0, 0, 0}, dilation{1, 1, 1};
+  int64_t conv_groups = 1;
 };
 
 inline std::string to_string(const LayerSpec& s) {
-  return "B" + std::to_string(s.batch) + " Cin" + std::to_string(s.cin) + " Cout" + std::to_string(s.cout) +
-         " G" + std::to_string(s.groups) + " k" + triple_string(s.kernel) + " in" + triple_string(s.spatial) +
-         (s.bias ? "" : " nobias") + (s.affine ? "" : " noaffine");
+  std::string text = "B" + std::to_string(s.batch) + " Cin" + std::to_string(s.cin) + " Cout" + std::to_string(s.cout) +
+                     " G" + std::to_string(s.groups) + " k" + triple_string(s.kernel) + " in" + triple_string(s.spatial) +
+                     (s.bias ? "" : " nobias") + (s.affine ? "" : " noaffine");
+  if (s.stride != std::array<int64_t, 3>{1, 1, 1}) text += " stride" + triple_string(s.stride);
+  if (s.padding != std::array<int64_t, 3>{0, 0, 0}) text += " pad" + triple_string(s.padding);
+  if (s.dilation != std::array<int64_t, 3>{1, 1, 1}) text += " dil" + triple_string(s.dilation);
+  if (s.conv_groups != 1) text += " conv_groups" + std::to_string(s.conv_groups);
+  return text;
 }
 
 // A layer with weights at PyTorch's init scale and, when affine, gamma and beta away from 1 and 0
 // so that the affine terms are exercised.
 inline FusedLayer random_layer(const LayerSpec& s, at::Generator& gen) {
   FusedLayer l;
-  const double bound = 1.0 / std::sqrt(double(s.cin * s.kernel[0] * s.kernel[1] * s.kernel[2]));
-  l.weight = at::empty({s.cout, s.cin, s.kernel[0], s.kernel[1], s.kernel[2]}).uniform_(-bound, bound, gen);
+  const int64_t cin = s.cin / s.conv_groups;
+  const double bound = 1.0 / std::sqrt(double(cin * s.kernel[0] * s.kernel[1] * s.kernel[2]));
+  l.weight = at::empty({s.cout, cin, s.kernel[0], s.kernel[1], s.kernel[2]}).uniform_(-bound, bound, gen);
   if (s.bias) l.bias = at::empty({s.cout}).uniform_(-bound, bound, gen);
   if (s.affine) {
     l.gamma = at::empty({s.cout}).uniform_(0.5, 1.5, gen);
@@ -57,6 +73,10 @@ inline FusedLayer random_layer(const LayerSpec& s, at::Generator& gen) {
   }
   l.norm_groups = s.groups;
   l.eps = 1e-5;
+  l.stride = s.stride;
+  l.padding = s.padding;
+  l.dilation = s.dilation;
+  l.conv_groups = s.conv_groups;
   return l;
 }
 
@@ -66,8 +86,11 @@ inline at::Tensor random_input(const LayerSpec& s, at::Generator& gen) {
 
 // Shapes that cover: the standard layer, Cout over one 16-channel tile and not a multiple of it,
 // one group per channel and one group for all, odd widths (partial 4-column strips), kernels of
-// size 1 and non-cubic ones, Cin = 1, no bias, no affine.
+// size 1 and non-cubic ones, Cin = 1, no bias, no affine; then stride, zero padding (more than the
+// kernel reaches into it, too), dilation and conv groups (depthwise, and groups of 20 channels that
+// span two 16-channel tiles), alone and together.
 inline std::vector<LayerSpec> shape_matrix() {
+  using T = std::array<int64_t, 3>;
   return {
       {2, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true},
       {3, 1, 8, 2, {3, 3, 3}, {5, 7, 9}, true, true},
@@ -76,6 +99,14 @@ inline std::vector<LayerSpec> shape_matrix() {
       {2, 5, 12, 1, {3, 1, 2}, {4, 6, 7}, true, false},
       {5, 3, 32, 8, {5, 5, 5}, {7, 8, 11}, false, false},
       {1, 7, 17, 17, {2, 2, 6}, {3, 3, 6}, true, true},
+      {2, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true, T{2, 2, 2}},
+      {2, 3, 16, 4, {4, 4, 4}, {9, 12, 13}, true, true, T{1, 1, 1}, T{1, 2, 3}},
+      {2, 2, 8, 2, {3, 3, 3}, {9, 11, 13}, true, true, T{1, 1, 1}, T{0, 0, 0}, T{2, 3, 1}},
+      {2, 6, 12, 3, {3, 2, 3}, {6, 7, 9}, false, true, T{1, 1, 1}, T{0, 0, 0}, T{1, 1, 1}, 3},
+      {2, 8, 8, 4, {3, 3, 3}, {5, 6, 7}, true, false, T{1, 1, 1}, T{1, 1, 1}, T{1, 1, 1}, 8},
+      {2, 4, 40, 4, {3, 3, 3}, {5, 6, 9}, true, true, T{1, 1, 1}, T{0, 0, 0}, T{1, 1, 1}, 2},
+      {2, 2, 2, 1, {1, 1, 1}, {2, 3, 4}, true, true, T{1, 1, 1}, T{2, 3, 4}},
+      {3, 4, 10, 5, {3, 2, 4}, {8, 9, 15}, true, true, T{2, 1, 3}, T{1, 0, 2}, T{2, 2, 1}, 2},
   };
 }
 
@@ -85,7 +116,7 @@ inline at::Tensor expect_matches_references(const FusedLayer& layer_cpu, const a
                                             at::Device device, double bound,
                                             Precision precision = Precision::kAccurate) {
   const FusedLayer layer = layer_to(layer_cpu, device, at::kFloat);
-  const at::Tensor x = x_cpu.to(device);
+  const at::Tensor x = x_cpu.to(device, at::kFloat);
   at::Tensor out = at::full({x.size(0), layer.out_channels()}, NAN, x.options());
   fused_forward_out(x, layer, precision, out);
   EXPECT_TRUE(at::isfinite(out).all().item<bool>()) << "unwritten (NaN-poisoned) or non-finite output";
@@ -95,6 +126,66 @@ inline at::Tensor expect_matches_references(const FusedLayer& layer_cpu, const a
   EXPECT_LE(relative_l2(out, native), bound) << "fused vs libtorch native";
   EXPECT_LE(relative_l2(native, f64), kFloat32Bound) << "native vs float64 (the reference itself)";
   return out;
+}
+
+// float16 / bfloat16 layer and input: the fused output has that dtype and is within the float32
+// bound plus one output rounding of float64 computed on the same (rounded) values. libtorch's own
+// pipeline in that dtype runs too and must give the same dtype; its error, which includes the
+// rounding of every intermediate tensor, is printed for comparison.
+inline void expect_reduced_precision_matches_float64(const LayerSpec& spec, at::ScalarType dtype, at::Device device,
+                                                     at::Generator& gen) {
+  const FusedLayer layer_cpu = layer_to(random_layer(spec, gen), at::kCPU, dtype);
+  const at::Tensor x_cpu = random_input(spec, gen).to(dtype);
+  const FusedLayer layer = layer_to(layer_cpu, device, dtype);
+  const at::Tensor x = x_cpu.to(device);
+  at::Tensor out = at::full({spec.batch, spec.cout}, NAN, x.options());
+  fused_forward_out(x, layer, Precision::kAccurate, out);
+  EXPECT_EQ(out.scalar_type(), dtype);
+  EXPECT_TRUE(at::isfinite(out).all().item<bool>()) << "unwritten (NaN-poisoned) or non-finite output";
+  const at::Tensor f64 = native_forward(x_cpu.to(at::kDouble), layer_to(layer_cpu, at::kCPU, at::kDouble));
+  const double fused_error = relative_l2(out, f64);
+  EXPECT_LE(fused_error, kFloat32Bound + output_rounding(dtype)) << dtype_name(dtype) << " vs float64";
+  const at::Tensor native = native_forward(x, layer);
+  EXPECT_EQ(native.scalar_type(), dtype);
+  std::cout << "[ info     ] " << dtype_name(dtype) << " " << to_string(spec) << ": fused " << fused_error
+            << ", libtorch in " << dtype_name(dtype) << " " << relative_l2(native, f64) << " (rel. L2 vs float64)\n";
+}
+
+// NaN, +Inf and -Inf in one input element of samples 1, 2, 3 (sample 0 clean): the output has NaN
+// exactly where libtorch's has (a non-finite conv value reaches every channel of its sample through
+// the group statistics), and the clean sample keeps its accuracy.
+inline void expect_special_values_propagate_as_native(const LayerSpec& spec, at::Device device, Precision precision,
+                                                      double bound, at::Generator& gen) {
+  const FusedLayer layer = layer_to(random_layer(spec, gen), device, at::kFloat);
+  at::Tensor x = random_input(spec, gen);
+  ASSERT_GE(x.size(0), 4);
+  x.index_put_({1, 0, 1, 2, 3}, NAN);
+  x.index_put_({2, x.size(1) - 1, 0, 0, 0}, INFINITY);
+  x.index_put_({3, 0, x.size(2) - 1, x.size(3) - 1, x.size(4) - 1}, -INFINITY);
+  x = x.to(device);
+  at::Tensor out = at::zeros({x.size(0), layer.out_channels()}, x.options());
+  fused_forward_out(x, layer, precision, out);
+  const at::Tensor native = native_forward(x, layer);
+  EXPECT_TRUE(at::equal(at::isnan(out), at::isnan(native))) << "NaN pattern\nfused\n" << out << "\nnative\n" << native;
+  EXPECT_TRUE(at::equal(at::isinf(out), at::isinf(native))) << "Inf pattern";
+  EXPECT_TRUE(at::isnan(out.slice(0, 1)).any().item<bool>()) << "a non-finite input vanished";
+  EXPECT_LE(relative_l2(out[0], native[0]), bound) << "the clean sample";
+}
+
+// A channel group whose conv weights are 0 and biases equal is constant: variance 0, so every
+// normalized value is 0 and the output is beta (PyTorch: (x - mean) * rsqrt(0 + eps) * gamma + beta).
+// The fused path gets exactly beta (the moments of equal values are exact); the float64 reference
+// does too; libtorch's float32 within its rounding of x - mean (times rsqrt(eps)).
+inline void expect_constant_group_gives_beta(const LayerSpec& spec, at::Device device, Precision precision,
+                                             double bound, at::Generator& gen) {
+  ASSERT_TRUE(spec.bias && spec.affine);
+  FusedLayer layer = random_layer(spec, gen);
+  const int64_t per_group = spec.cout / spec.groups;
+  layer.weight.slice(0, 0, per_group).zero_();
+  layer.bias.slice(0, 0, per_group).fill_(0.25);
+  const at::Tensor out = expect_matches_references(layer, random_input(spec, gen), device, bound, precision);
+  const at::Tensor beta = layer.beta.slice(0, 0, per_group).to(device).expand({spec.batch, per_group});
+  EXPECT_TRUE(at::equal(out.slice(1, 0, per_group), beta)) << out.slice(1, 0, per_group) << "\nbeta\n" << beta;
 }
 
 }  // namespace fused3d::test

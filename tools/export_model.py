@@ -21,10 +21,10 @@ class Model(nn.Module):
     """conv3d -> hardswish -> group_norm -> mean(dims 2, 3, 4): (B, Cin, D, H, W) -> (B, Cout)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, num_groups=4, bias=True,
-                 stride=1, padding=0, dilation=1, eps=1e-5, affine=True):
+                 stride=1, padding=0, dilation=1, eps=1e-5, affine=True, conv_groups=1):
         super().__init__()
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride,
-                              padding=padding, dilation=dilation, bias=bias)
+                              padding=padding, dilation=dilation, groups=conv_groups, bias=bias)
         self.group_norm = nn.GroupNorm(num_groups, out_channels, eps=eps, affine=affine)
 
     def forward(self, x):
@@ -41,6 +41,14 @@ def int_or_triple(text):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
+def padding_arg(text):
+    """N, N,N,N, or PyTorch's 'same' / 'valid'."""
+    return text if text in ("same", "valid") else int_or_triple(text)
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="TorchScript file to write")
@@ -55,8 +63,11 @@ def parse_args(argv=None):
                    help="draw GroupNorm weight and bias at random (tests exercise the affine terms)")
     p.add_argument("--eps", type=float, default=1e-5)
     p.add_argument("--stride", type=int_or_triple, default=1)
-    p.add_argument("--padding", type=int_or_triple, default=0)
+    p.add_argument("--padding", type=padding_arg, default=0, help="N, N,N,N, same or valid")
     p.add_argument("--dilation", type=int_or_triple, default=1)
+    p.add_argument("--conv-groups", type=int, default=1, help="Conv3d groups")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="model and input dtype; the reference is then PyTorch's float32 output on the same values")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=1024, help="batch of the input written by --input-out")
     p.add_argument("--spatial", type=int, nargs=3, default=[16, 32, 32], metavar=("D", "H", "W"))
@@ -70,13 +81,15 @@ def build(args):
     torch.manual_seed(args.seed)
     model = Model(args.in_channels, args.out_channels, args.kernel_size, args.groups,
                   bias=not args.no_bias, stride=args.stride, padding=args.padding,
-                  dilation=args.dilation, eps=args.eps, affine=not args.no_affine).eval()
+                  dilation=args.dilation, eps=args.eps, affine=not args.no_affine,
+                  conv_groups=args.conv_groups).eval()
     x = torch.rand(args.batch, args.in_channels, *args.spatial)
     if args.random_affine and not args.no_affine:
         with torch.no_grad():
             model.group_norm.weight.uniform_(0.5, 1.5)
             model.group_norm.bias.uniform_(-0.5, 0.5)
-    return model, x
+    dtype = DTYPES[args.dtype]
+    return model.to(dtype), x.to(dtype)
 
 
 def main(argv=None):
@@ -89,8 +102,10 @@ def main(argv=None):
         torch.save(x, args.input_out)
         print(f"wrote {args.input_out} {tuple(x.shape)}")
     if args.reference_out:
+        # float16 / bfloat16: PyTorch's float32 result on the same (rounded) values, the reference
+        # fused3d's float32 arithmetic is held to (PyTorch in float16 rounds every intermediate).
         with torch.no_grad():
-            torch.save(model(x), args.reference_out)
+            torch.save(model.float()(x.float()) if x.dtype != torch.float32 else model(x), args.reference_out)
         print(f"wrote {args.reference_out}")
 
 

@@ -58,7 +58,8 @@ def load_extension(verbose=False):
     )
 
     @torch.library.register_fake("fused3d::forward")
-    def _(x, weight, bias, gamma, beta, groups, eps, precision="accurate"):
+    def _(x, weight, bias, gamma, beta, groups, eps, precision="accurate", stride=(1, 1, 1), padding=(0, 0, 0),
+          dilation=(1, 1, 1), conv_groups=1):
         return x.new_empty((x.shape[0], weight.shape[0]))
 
     _loaded = True
@@ -67,13 +68,19 @@ def load_extension(verbose=False):
 class ModelNew(nn.Module):
     """conv3d -> hardswish -> group_norm -> mean over (D, H, W), fused: a drop-in for the reference
     Model (same constructor, parameter names, shapes and initialization). CUDA inputs run the fused
-    kernels; CPU inputs run PyTorch's ops."""
+    kernels; CPU inputs run PyTorch's ops. The conv settings (stride, numeric zero padding,
+    dilation, conv_groups) are Conv3d's; .half() and .bfloat16() models compute in float32 and return
+    their dtype."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, num_groups=4, bias=True, precision="accurate"):
+    def __init__(self, in_channels, out_channels, kernel_size, num_groups=4, bias=True, precision="accurate", *,
+                 stride=1, padding=0, dilation=1, conv_groups=1):
         super().__init__()
         if precision not in ("accurate", "tf32"):
             raise ValueError(f"precision must be 'accurate' or 'tf32', got {precision!r}")
-        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, bias=bias)
+        if isinstance(padding, str):
+            raise ValueError("padding must be numbers (zero padding), not a mode string")
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                              dilation=dilation, groups=conv_groups, bias=bias)
         self.group_norm = nn.GroupNorm(num_groups, out_channels)
         self.precision = precision
         load_extension()
@@ -84,4 +91,5 @@ class ModelNew(nn.Module):
             return torch.mean(y, dim=[2, 3, 4])
         return torch.ops.fused3d.forward(x, self.conv.weight, self.conv.bias, self.group_norm.weight,
                                          self.group_norm.bias, self.group_norm.num_groups,
-                                         self.group_norm.eps, self.precision)
+                                         self.group_norm.eps, self.precision, self.conv.stride,
+                                         self.conv.padding, self.conv.dilation, self.conv.groups)

@@ -11,14 +11,14 @@
 namespace fused3d {
 
 // Fused conv -> hardswish -> moments -> GroupNorm-mean epilogue on x's device. The _out form writes
-// every element of a (B, Cout) float32 tensor the caller owns (tests poison it first).
+// every element of a (B, Cout) tensor of x's dtype the caller owns (tests poison it first).
 // Precision picks the tensor-core rounding on CUDA (fused_layer.h); the CPU computes float32 always.
 at::Tensor fused_forward(const at::Tensor& x, const FusedLayer& layer, Precision precision = Precision::kAccurate);
 void fused_forward_out(const at::Tensor& x, const FusedLayer& layer, Precision precision, at::Tensor& out);
 // Which implementation fused_forward runs for this input, in words ("tensor-core k4 (TF32)").
 std::string fused_kernel_name(const at::Tensor& x, const FusedLayer& layer, Precision precision);
 
-// The CPU implementation of the fused algorithm (float32 convolution, the same moments merge).
+// The CPU implementation of the fused algorithm (float32 arithmetic, the same moments merge).
 void fused_forward_cpu_out(const at::Tensor& x, const FusedLayer& layer, at::Tensor& out);
 
 // conv3d -> hardswish -> group_norm -> mean through libtorch, with TF32 off so that float32 means

@@ -107,17 +107,23 @@ void read_conv(GraphReader& g, const Node* conv, FusedLayer& layer) {
   layer.weight = weight;
   layer.bias = g.optional_tensor(conv, 2, "conv bias");
   layer.stride = g.triple(conv, 3, "conv stride");
+  layer.dilation = g.triple(conv, 5, "conv dilation");
   const c10::IValue padding = g.constant(conv, 4, "conv padding");
   if (padding.isString()) {
-    // aten::conv3d.padding takes "valid" or "same"; "valid" is no padding.
-    if (padding.toStringRef() != "valid")
-      g.fail("uses conv padding '" + padding.toStringRef() +
-             "', which is not supported (fused kernels: no padding)");
-    layer.padding = {0, 0, 0};
+    // aten::conv3d.padding takes "valid" (none) or "same": dilation * (k - 1) in all, half on each
+    // side, the odd one on the far side (which zero padding on both sides cannot express).
+    const std::string mode = padding.toStringRef();
+    if (mode != "valid" && mode != "same") g.fail("uses conv padding '" + mode + "', which is not supported");
+    for (int a = 0; a < 3; ++a) {
+      const int64_t total = mode == "same" ? layer.dilation[a] * (layer.weight.size(2 + a) - 1) : 0;
+      if (total % 2 != 0)
+        g.fail("uses conv padding 'same' with an even kernel extent along axis " + std::to_string(a) +
+               ", which pads one side more than the other (not supported; give the padding as numbers)");
+      layer.padding[a] = total / 2;
+    }
   } else {
     layer.padding = g.triple(conv, 4, "conv padding");
   }
-  layer.dilation = g.triple(conv, 5, "conv dilation");
   if (kind == "aten::conv3d") {
     layer.conv_groups = g.constant(conv, 6, "conv groups").toInt();
   } else {  // _convolution / convolution: (..., dilation, transposed, output_padding, groups, ...)

@@ -3,6 +3,7 @@
 #include "fused3d/tensor_io.h"
 
 #include "fused3d/errors.h"
+#include "fused_layer.h"
 
 #include <torch/serialize.h>
 
@@ -13,6 +14,31 @@
 #include <vector>
 
 namespace fused3d {
+namespace {
+
+// The pickle declares sizes, strides and an offset into a storage that is stored separately, and
+// libtorch takes them as written: a file whose view reaches past its storage would read (and
+// segfault on) memory it does not own. So the view is checked against the storage, with every
+// product checked for overflow.
+std::string view_outside_storage(const at::Tensor& t) {
+  if (t.numel() == 0) return "";
+  uint64_t last = static_cast<uint64_t>(t.storage_offset());  // element index of the furthest element
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (t.stride(d) < 0) return "a negative stride";
+    uint64_t reach = 0;
+    if (__builtin_mul_overflow(static_cast<uint64_t>(t.size(d) - 1), static_cast<uint64_t>(t.stride(d)), &reach) ||
+        __builtin_add_overflow(last, reach, &last))
+      return "a view whose extent overflows 64 bits";
+  }
+  uint64_t bytes = 0;
+  if (__builtin_mul_overflow(last + 1, static_cast<uint64_t>(t.element_size()), &bytes) || bytes > t.storage().nbytes())
+    return "sizes " + shape_string(t.sizes()) +
+           (t.storage_offset() ? " at offset " + std::to_string(t.storage_offset()) : std::string()) +
+           " that need more than its " + std::to_string(t.storage().nbytes()) + " bytes of data";
+  return "";
+}
+
+}  // namespace
 
 at::Tensor load_tensor(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
@@ -29,7 +55,10 @@ at::Tensor load_tensor(const std::string& path) {
   }
   if (!value.isTensor())
     throw InputError("'" + path + "' holds a " + value.type()->str() + ", expected a single tensor");
-  return value.toTensor();
+  const at::Tensor t = value.toTensor();
+  if (const std::string why = view_outside_storage(t); !why.empty())
+    throw InputError("'" + path + "' is corrupt: its tensor declares " + why);
+  return t;
 }
 
 void save_tensor(const std::string& path, const at::Tensor& t) {

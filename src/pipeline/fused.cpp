@@ -11,7 +11,8 @@ void fused_forward_out(const at::Tensor& x, const FusedLayer& layer, Precision p
 }
 
 std::string fused_kernel_name(const at::Tensor& x, const FusedLayer& layer, Precision precision) {
-  return x.is_cuda() ? fused_cuda_kernel_name(layer, x, precision) : "CPU (float32)";
+  if (x.is_cuda()) return fused_cuda_kernel_name(layer, x, precision);
+  return x.scalar_type() == at::kFloat ? "CPU (float32)" : "CPU (" + dtype_name(x.scalar_type()) + " in, float32 arithmetic)";
 }
 
 at::Tensor fused_forward(const at::Tensor& x, const FusedLayer& layer, Precision precision) {

@@ -2,16 +2,84 @@
 // in place, moments of the row merged into one Moments per (sample, output depth slice, channel),
 // then the same epilogue as the CUDA path (moments.h). The full convolution output never exists;
 // only one row per thread does. Parallel over (sample, depth slice); every merge runs in a fixed
-// order, so the result does not depend on the thread count.
+// order, so the result does not depend on the thread count. Every conv setting (stride, zero
+// padding, dilation, groups); float16 and bfloat16 inputs are read as float32 and the result is
+// rounded to their dtype at the end.
 #include "fused3d/pipeline.h"
 
 #include "moments.h"
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace fused3d {
+
+namespace {
+
+// Input index range [first, last] of output columns i whose tap at iw = i*stride + offset lands
+// inside [0, width): the rest read zero padding.
+struct ColumnRange {
+  int64_t first, last;
+};
+
+ColumnRange columns_inside(int64_t offset, int64_t stride, int64_t width, int64_t outputs) {
+  const auto ceil_div = [](int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); };
+  const auto floor_div = [](int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); };
+  return {std::max<int64_t>(0, ceil_div(-offset, stride)), std::min(outputs - 1, floor_div(width - 1 - offset, stride))};
+}
+
+// Moments of every (sample, output depth slice, channel) into moments[(n * OD + z) * Cout + co].
+template <typename T>
+void conv_hardswish_moments_cpu(const T* xp, const float* wp, const float* bp, const FusedLayer& l,
+                                at::IntArrayRef in, const std::array<int64_t, 3>& out_size, Moments<float>* moments) {
+  const int64_t batch = in[0], cin_total = in[1], d = in[2], h = in[3], wd = in[4];
+  const auto [od, oh, ow] = out_size;
+  const auto k = l.kernel();
+  const auto& st = l.stride;
+  const auto& pad = l.padding;
+  const auto& dil = l.dilation;
+  const int64_t cout = l.out_channels(), cin = l.in_channels(), per_group = cout / l.conv_groups;
+  at::parallel_for(0, batch * od, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(ow);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / od, z = item % od;
+      for (int64_t co = 0; co < cout; ++co) {
+        const T* xs = xp + (n * cin_total + (co / per_group) * cin) * d * h * wd;
+        Moments<float> slice{0.f, 0.f, 0.f};
+        for (int64_t y = 0; y < oh; ++y) {
+          std::fill(row.begin(), row.end(), bp[co]);
+          const float* wc = wp + co * cin * k[0] * k[1] * k[2];
+          for (int64_t ci = 0; ci < cin; ++ci)
+            for (int64_t kd = 0; kd < k[0]; ++kd) {
+              const int64_t id = z * st[0] - pad[0] + kd * dil[0];
+              for (int64_t kh = 0; kh < k[1]; ++kh) {
+                const int64_t ih = y * st[1] - pad[1] + kh * dil[1];
+                if (id < 0 || id >= d || ih < 0 || ih >= h) {  // padding: adds 0
+                  wc += k[2];
+                  continue;
+                }
+                const T* x_row = xs + ((ci * d + id) * h + ih) * wd;
+                for (int64_t kw = 0; kw < k[2]; ++kw) {
+                  const float wv = *wc++;
+                  const int64_t offset = kw * dil[2] - pad[2];
+                  const ColumnRange r = columns_inside(offset, st[2], wd, ow);
+                  for (int64_t i = r.first; i <= r.last; ++i)
+                    row[i] += wv * static_cast<float>(x_row[i * st[2] + offset]);
+                }
+              }
+            }
+          for (float& v : row) v = hardswish(v);
+          slice = merge_moments(slice, moments_of_span(row.data(), static_cast<int>(ow)));
+        }
+        moments[(n * od + z) * cout + co] = slice;
+      }
+    }
+  });
+}
+
+}  // namespace
 
 void fused_forward_cpu_out(const at::Tensor& input, const FusedLayer& layer, at::Tensor& out) {
   const std::string malformed = malformed_reason(layer);
@@ -24,59 +92,38 @@ void fused_forward_cpu_out(const at::Tensor& input, const FusedLayer& layer, at:
               input.device(), " and ", layer.weight.device());
 
   const at::Tensor x = input.contiguous();
-  const at::Tensor w = layer.weight.contiguous();
-  const at::Tensor bias = layer.bias.defined() ? layer.bias.contiguous() : at::zeros({layer.out_channels()});
-  const at::Tensor gamma = layer.gamma.defined() ? layer.gamma.contiguous() : at::Tensor();
-  const at::Tensor beta = layer.beta.defined() ? layer.beta.contiguous() : at::Tensor();
-  const int64_t batch = x.size(0), cin = x.size(1), d = x.size(2), h = x.size(3), wd = x.size(4);
-  const auto k = layer.kernel();
-  const int64_t od = d - k[0] + 1, oh = h - k[1] + 1, ow = wd - k[2] + 1;
-  const int64_t cout = layer.out_channels();
+  const auto as_float = [](const at::Tensor& t) { return t.defined() ? t.to(at::kFloat).contiguous() : at::Tensor(); };
+  const at::Tensor w = as_float(layer.weight);
+  const at::Tensor bias = layer.bias.defined() ? as_float(layer.bias) : at::zeros({layer.out_channels()});
+  const at::Tensor gamma = as_float(layer.gamma), beta = as_float(layer.beta);
+  const int64_t batch = x.size(0), cout = layer.out_channels();
+  const auto out_size = conv_output_spatial(x, layer);
+  const int64_t od = out_size[0];
 
-  TORCH_CHECK(out.is_cpu() && out.is_contiguous() && out.scalar_type() == at::kFloat &&
+  TORCH_CHECK(out.is_cpu() && out.is_contiguous() && out.scalar_type() == x.scalar_type() &&
                   out.sizes() == at::IntArrayRef({batch, cout}),
-              "fused3d: out must be a contiguous float32 (", batch, ", ", cout, ") CPU tensor, got ",
-              shape_string(out.sizes()));
+              "fused3d: out must be a contiguous ", dtype_name(x.scalar_type()), " (", batch, ", ", cout,
+              ") CPU tensor, got ", shape_string(out.sizes()), " ", dtype_name(out.scalar_type()));
   if (batch == 0) return;
   // One tile per output depth slice: partials (B, OD, Cout) of Moments<float>.
-  at::Tensor partials = at::empty({batch, od, cout, 3}, x.options());
+  at::Tensor partials = at::empty({batch, od, cout, 3}, at::kFloat);
   auto* moments = reinterpret_cast<Moments<float>*>(partials.data_ptr<float>());
-  const float* xp = x.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
   const float* bp = bias.data_ptr<float>();
+  switch (x.scalar_type()) {
+    case at::kFloat: conv_hardswish_moments_cpu(x.data_ptr<float>(), wp, bp, layer, x.sizes(), out_size, moments); break;
+    case at::kHalf: conv_hardswish_moments_cpu(x.data_ptr<at::Half>(), wp, bp, layer, x.sizes(), out_size, moments); break;
+    case at::kBFloat16: conv_hardswish_moments_cpu(x.data_ptr<at::BFloat16>(), wp, bp, layer, x.sizes(), out_size, moments); break;
+    default: TORCH_CHECK(false, "fused3d: no CPU path for dtype ", dtype_name(x.scalar_type()));
+  }
 
-  at::parallel_for(0, batch * od, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> row(ow);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / od, z = item % od;
-      const float* xs = xp + n * cin * d * h * wd;
-      for (int64_t co = 0; co < cout; ++co) {
-        Moments<float> slice{0.f, 0.f, 0.f};
-        for (int64_t y = 0; y < oh; ++y) {
-          std::fill(row.begin(), row.end(), bp[co]);
-          const float* wc = wp + co * cin * k[0] * k[1] * k[2];
-          for (int64_t ci = 0; ci < cin; ++ci)
-            for (int64_t kd = 0; kd < k[0]; ++kd)
-              for (int64_t kh = 0; kh < k[1]; ++kh) {
-                const float* x_row = xs + ((ci * d + z + kd) * h + y + kh) * wd;
-                for (int64_t kw = 0; kw < k[2]; ++kw) {
-                  const float wv = *wc++;
-                  for (int64_t i = 0; i < ow; ++i) row[i] += wv * x_row[i + kw];
-                }
-              }
-          for (float& v : row) v = hardswish(v);
-          slice = merge_moments(slice, moments_of_span(row.data(), static_cast<int>(ow)));
-        }
-        moments[(n * od + z) * cout + co] = slice;
-      }
-    }
-  });
-
+  // The epilogue computes in double and writes float32; a float16 / bfloat16 result is rounded once.
+  at::Tensor out32 = out.scalar_type() == at::kFloat ? out : at::empty({batch, cout}, at::kFloat);
   EpilogueParams p{};
   p.partials = moments;
   p.gamma = gamma.defined() ? gamma.data_ptr<float>() : nullptr;
   p.beta = beta.defined() ? beta.data_ptr<float>() : nullptr;
-  p.out = out.data_ptr<float>();
+  p.out = out32.data_ptr<float>();
   p.batch = batch;
   p.tiles = static_cast<int>(od);
   p.channels = static_cast<int>(cout);
@@ -86,6 +133,7 @@ void fused_forward_cpu_out(const at::Tensor& input, const FusedLayer& layer, at:
     for (int64_t n = begin; n < end; ++n)
       for (int c = 0; c < p.channels; ++c) groupnorm_mean_epilogue(p, n, c);
   });
+  if (!out32.is_same(out)) out.copy_(out32);
 }
 
 }  // namespace fused3d
