@@ -1,7 +1,6 @@
-// Fused conv3d -> bias -> hardswish -> per-(sample, channel) moments -> GroupNorm-mean epilogue,
-// in one launch: each sample's last block merges the sample's partial moments into out[n, :]
-// (moments.h, finish_sample_if_last). The convolution output (B x Cout x OD x OH x OW floats:
-// 716 MB at the standard batch) never reaches memory.
+// Fused conv3d -> bias -> hardswish -> per-(sample, channel) moments, then the GroupNorm-mean
+// epilogue. The convolution output (B x Cout x OD x OH x OW floats: 716 MB at the standard batch)
+// never reaches memory.
 //
 // Math (see moments.h): for each (n, c) we need the channel's spatial mean of h = hardswish(conv)
 // and its centred second moment; the group statistics and the normalized spatial mean follow.
@@ -17,16 +16,15 @@
 // Work split: a "strip" is kPositionsPerThread consecutive output columns of one output row; a
 // thread computes a strip for 16 output channels at once (64 accumulators), so each weight load
 // feeds 4 FMAs and each input load 16. A block covers kStripsPerTile strips of one sample and writes
-// one Moments per channel; blocks never touch each other's results (the only atomic counts a
-// sample's finished blocks), and the epilogue merges tiles in ascending order: the output is
-// bitwise deterministic.
+// one Moments per channel; blocks never touch each other's results (no atomics), and the epilogue
+// merges tiles in ascending order: the output is bitwise deterministic.
 //
 // Conv settings: any stride, zero padding and dilation; an input row or column outside the input
 // (padding) contributes 0, as the zero-padded input would. Any Cin, Cout, kernel size, conv groups.
 // Offsets within one sample are 32-bit (checked: Cin*D*H*W < 2^31); sample offsets are 64-bit.
 //
 // The entry below picks the tensor-core fast path (conv3d_k4_tensorcore.cu) when it can run the
-// layer and this general kernel otherwise; both end in the same epilogue.
+// layer and this general kernel otherwise; both feed the same epilogue.
 #include "conv3d_k4_tensorcore.h"
 #include "fused_layer.h"
 #include "moments.h"
@@ -36,9 +34,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <deque>
-#include <algorithm>
 #include <limits>
-#include <map>
 #include <mutex>
 
 namespace fused3d {
@@ -52,6 +48,7 @@ constexpr int kCoutTile = 16;           // output channels per pass: accumulator
 constexpr int kPositionsPerThread = 4;  // consecutive output columns per thread
 constexpr int kStripsPerThread = 2;     // strips per thread per tile
 constexpr int kStripsPerTile = kThreads * kStripsPerThread;
+constexpr int kEpilogueThreads = 256;
 static_assert(kThreads % 32 == 0, "whole warps");
 static_assert(kCoutTile % 4 == 0, "a tap's weights are read as float4");
 static_assert(kCoutTile <= kThreads, "one thread per channel merges the warps' moments");
@@ -84,8 +81,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     conv_hardswish_moments_kernel(const T* __restrict__ x, const float4* __restrict__ packed_w,
                                   const float* __restrict__ packed_bias, ConvShape s,
-                                  Moments<float>* __restrict__ partials, EpilogueParams epilogue,
-                                  unsigned* __restrict__ counters) {
+                                  Moments<float>* __restrict__ partials) {
   __shared__ Moments<float> warp_moments[kWarps][kCoutTile];
   const long long n = blockIdx.x / s.tiles;
   const int tile = blockIdx.x - n * s.tiles;
@@ -188,7 +184,12 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
   }
-  finish_sample_if_last(epilogue, counters, n, s.tiles);
+}
+
+__global__ void groupnorm_mean_epilogue_kernel(EpilogueParams p) {
+  const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= p.batch * p.channels) return;
+  groupnorm_mean_epilogue(p, i / p.channels, static_cast<int>(i % p.channels));
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -214,33 +215,23 @@ at::Tensor pack_bias(const at::Tensor& bias, int64_t cout, int64_t conv_groups, 
 }
 
 template <typename T>
-void launch_general(const at::Tensor& x, const at::Tensor& packed_w, const at::Tensor& packed_bias,
-                    const ConvShape& s, const at::Tensor& partials, const EpilogueParams& epilogue, unsigned* counters,
-                    cudaStream_t stream) {
+void launch_conv_hardswish_moments(const at::Tensor& x, const at::Tensor& packed_w,
+                                   const at::Tensor& packed_bias, const ConvShape& s,
+                                   at::Tensor& partials, cudaStream_t stream) {
   const long long blocks = s.batch * s.tiles;
   TORCH_CHECK(blocks <= std::numeric_limits<int>::max(), "fused3d: batch ", s.batch,
               " needs more blocks than one launch takes");
   conv_hardswish_moments_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-      x.data_ptr<T>(), reinterpret_cast<const float4*>(packed_w.data_ptr<float>()), packed_bias.data_ptr<float>(),
-      s, reinterpret_cast<Moments<float>*>(partials.data_ptr<float>()), epilogue, counters);
+      x.data_ptr<T>(), reinterpret_cast<const float4*>(packed_w.data_ptr<float>()),
+      packed_bias.data_ptr<float>(), s, reinterpret_cast<Moments<float>*>(partials.data_ptr<float>()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// The in-kernel epilogue's per-sample block counters: one buffer per (device, stream), zeroed when
-// made and left zeroed by every launch (finish_sample_if_last), so a forward needs no memset.
-// Launches on one stream run in order and can share it; launches on different streams get their
-// own. Grown by doubling; the buffer it replaces is freed stream-ordered (the caching allocator
-// hands it out again only to work queued after the launches that used it).
-unsigned* sample_counters(const at::Tensor& x, cudaStream_t stream) {
-  static std::mutex mutex;
-  // Never destroyed: CUDA memory must not be freed by static destructors after the runtime's own.
-  static auto* buffers = new std::map<std::pair<int, cudaStream_t>, at::Tensor>();
-  std::lock_guard<std::mutex> lock(mutex);
-  at::Tensor& counters = (*buffers)[{x.get_device(), stream}];
-  if (!counters.defined() || counters.numel() < x.size(0))
-    counters = at::zeros({std::max<int64_t>(x.size(0), counters.defined() ? 2 * counters.numel() : 1024)},
-                         x.options().dtype(at::kInt));  // zeroed on `stream`, before the launch
-  return reinterpret_cast<unsigned*>(counters.data_ptr<int>());
+void launch_epilogue(const EpilogueParams& p, cudaStream_t stream) {
+  const long long threads = p.batch * p.channels;
+  const long long blocks = (threads + kEpilogueThreads - 1) / kEpilogueThreads;
+  groupnorm_mean_epilogue_kernel<<<static_cast<unsigned>(blocks), kEpilogueThreads, 0, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 
@@ -371,41 +362,42 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Pr
   const PackedEntry packed = packed_weights(layer, precision, tensorcore);
   static_assert(sizeof(Moments<float>) == 3 * sizeof(float), "partials are viewed as floats");
   const at::TensorOptions float_options = x.options().dtype(at::kFloat);
-  const ConvShape shape = tensorcore ? ConvShape{} : conv_shape(x, layer);
-  const int tiles = tensorcore ? tensorcore_k4_tiles(x) : shape.tiles;
-  const at::Tensor partials = at::empty({batch, tiles, cout, 3}, float_options);
+  at::Tensor partials;
+  int tiles = 0;
+  if (tensorcore) {
+    tiles = tensorcore_k4_tiles(x);
+    partials = at::empty({batch, tiles, cout, 3}, float_options);
+    launch_tensorcore_k4_moments(x, packed.tc, partials, tiles, stream);
+  } else {
+    const ConvShape s = conv_shape(x, layer);
+    tiles = s.tiles;
+    partials = at::empty({batch, tiles, cout, 3}, float_options);
+    switch (x.scalar_type()) {
+      case at::kFloat: launch_conv_hardswish_moments<float>(x, packed.general_w, packed.general_b, s, partials, stream); break;
+      case at::kHalf: launch_conv_hardswish_moments<at::Half>(x, packed.general_w, packed.general_b, s, partials, stream); break;
+      case at::kBFloat16: launch_conv_hardswish_moments<at::BFloat16>(x, packed.general_w, packed.general_b, s, partials, stream); break;
+      default: TORCH_CHECK(false, "fused3d: no general kernel for dtype ", dtype_name(x.scalar_type()));
+    }
+  }
 
   // The epilogue computes in double and writes float32; a float16 / bfloat16 result is rounded
   // from that once (a (B, Cout) copy).
-  const auto as_float = [](const at::Tensor& t) {
+  const auto as_float = [](const at::Tensor& t) {  // without a dispatcher call when already float32
     return !t.defined() ? t : t.scalar_type() == at::kFloat ? t.contiguous() : t.to(at::kFloat).contiguous();
   };
   const at::Tensor gamma = as_float(layer.gamma), beta = as_float(layer.beta);
   at::Tensor out32 = out.scalar_type() == at::kFloat ? out : at::empty({batch, cout}, float_options);
-  EpilogueParams epilogue{};
-  epilogue.partials = reinterpret_cast<const Moments<float>*>(partials.data_ptr<float>());
-  epilogue.gamma = gamma.defined() ? gamma.data_ptr<float>() : nullptr;
-  epilogue.beta = beta.defined() ? beta.data_ptr<float>() : nullptr;
-  epilogue.out = out32.data_ptr<float>();
-  epilogue.batch = batch;
-  epilogue.tiles = tiles;
-  epilogue.channels = static_cast<int>(cout);
-  epilogue.groups = static_cast<int>(layer.norm_groups);
-  epilogue.eps = layer.eps;
-  unsigned* counters = sample_counters(x, stream);
-
-  if (tensorcore) {
-    launch_tensorcore_k4(x, packed.tc, partials, tiles, epilogue, counters, stream);
-  } else {
-    const at::Tensor& w = packed.general_w;
-    const at::Tensor& b = packed.general_b;
-    switch (x.scalar_type()) {
-      case at::kFloat: launch_general<float>(x, w, b, shape, partials, epilogue, counters, stream); break;
-      case at::kHalf: launch_general<at::Half>(x, w, b, shape, partials, epilogue, counters, stream); break;
-      case at::kBFloat16: launch_general<at::BFloat16>(x, w, b, shape, partials, epilogue, counters, stream); break;
-      default: TORCH_CHECK(false, "fused3d: no general kernel for dtype ", dtype_name(x.scalar_type()));
-    }
-  }
+  EpilogueParams p{};
+  p.partials = reinterpret_cast<const Moments<float>*>(partials.data_ptr<float>());
+  p.gamma = gamma.defined() ? gamma.data_ptr<float>() : nullptr;
+  p.beta = beta.defined() ? beta.data_ptr<float>() : nullptr;
+  p.out = out32.data_ptr<float>();
+  p.batch = batch;
+  p.tiles = tiles;
+  p.channels = static_cast<int>(cout);
+  p.groups = static_cast<int>(layer.norm_groups);
+  p.eps = layer.eps;
+  launch_epilogue(p, stream);
   if (!out32.is_same(out)) out.copy_(out32);
 }
 

@@ -1,6 +1,6 @@
 // Tensor-core fast path: conv3d (kernel 4x4x4, 16 output channels, any Cin) -> bias -> hardswish
-// -> per-(sample, channel) moments, as an implicit GEMM on mma.sync, and the GroupNorm-mean
-// epilogue in the same launch, by each sample's last item (moments.h, finish_sample_if_last).
+// -> per-(sample, channel) moments, as an implicit GEMM on mma.sync. The GroupNorm-mean epilogue
+// is the general path's (conv3d_hardswish_groupnorm_mean.cu, moments.h).
 //
 // GEMM view: M = output positions (16 consecutive columns of one output row per MMA), N = Cout
 // (two n8 halves), K = Cin*64, taken 16 at a time for fp16 m16n8k16 as (ci; kd pair 2kp, 2kp+1;
@@ -85,8 +85,6 @@ struct TcParams {
   const float* half_unscale; // 1 / channel scale (16)
   const float* bias;         // (16)
   Moments<float>* partials;  // (B, tiles, 16)
-  EpilogueParams epilogue;   // run by each sample's last item (finish_sample_if_last)
-  unsigned* counters;        // (B) items finished per sample, 0 between launches
 };
 
 // Where a warp tile sits: rows [oh0, oh0 + kRows) of the output, columns [ow0, ow0 + 16).
@@ -456,7 +454,6 @@ __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel
       for (int wi = 1; wi < kWarps; ++wi) m = merge_moments(m, warp_moments[wi][threadIdx.x]);
       p.partials[(static_cast<long long>(it.n) * p.tiles + it.tile_index) * kCout + threadIdx.x] = m;
     }
-    finish_sample_if_last(p.epilogue, p.counters, it.n, p.tiles);
     // warp_moments is written again only after the next item's first barrier.
     if (!has_next) break;
     item = next_index;
@@ -562,8 +559,8 @@ TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& l, Precision prec
   return packed;
 }
 
-void launch_tensorcore_k4(const at::Tensor& x, const TensorcoreWeights& packed, const at::Tensor& partials, int tiles,
-                          const EpilogueParams& epilogue, unsigned* counters, cudaStream_t stream) {
+void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& packed, at::Tensor& partials,
+                                  int tiles, cudaStream_t stream) {
   using namespace tensorcore_kernel;  // this file's internals
   const Geometry g = geometry(x);
   TcParams p{};
@@ -591,14 +588,12 @@ void launch_tensorcore_k4(const at::Tensor& x, const TensorcoreWeights& packed, 
   p.half_unscale = packed.half_unscale.data_ptr<float>();
   p.bias = packed.bias.data_ptr<float>();
   p.partials = reinterpret_cast<Moments<float>*>(partials.data_ptr<float>());
-  p.epilogue = epilogue;
-  p.counters = counters;
 
   const size_t smem = shared_bytes(x);
   const auto launch = [&](auto kernel) {
     // Persistent grid: as many blocks as fit on the GPU at once, or one per item if fewer. The
-    // occupancy query and the shared-memory attribute are done once per kernel and size: each
-    // costs about a microsecond, and B=1 runs in ~20. (Statics per kernel: this lambda's
+    // occupancy query and the shared-memory attribute are done once per kernel, device and size:
+    // each costs about a microsecond, and B=1 runs in ~30. (Statics per kernel: this lambda's
     // operator() is instantiated once per kernel.)
     static std::mutex mutex;
     static std::map<std::pair<int, size_t>, int> blocks_per_sm;  // (device, shared bytes)

@@ -2,7 +2,6 @@
 #pragma once
 
 #include "fused_layer.h"
-#include "moments.h"
 
 #include <cuda_runtime.h>
 
@@ -23,9 +22,8 @@ bool tensorcore_k4_can_run(const FusedLayer& layer, const at::Tensor& x, Precisi
 TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& layer, Precision precision);
 // Blocks per sample, each writing one Moments per channel.
 int tensorcore_k4_tiles(const at::Tensor& x);
-// One launch: moments into partials ((B, tiles, 16) Moments<float> viewed as (B, tiles, 16, 3)
-// floats), then each sample's epilogue into epilogue.out. counters: B zeros (left zero).
-void launch_tensorcore_k4(const at::Tensor& x, const TensorcoreWeights& packed, const at::Tensor& partials, int tiles,
-                          const EpilogueParams& epilogue, unsigned* counters, cudaStream_t stream);
+// partials: (B, tiles, 16) Moments<float> viewed as (B, tiles, 16, 3) floats.
+void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& packed, at::Tensor& partials,
+                                  int tiles, cudaStream_t stream);
 
 }  // namespace fused3d

@@ -77,14 +77,8 @@ FUSED3D_HOST_DEVICE double channel_mean_from_tiles(const Moments<float>* sample_
                                                    int channels, int c, Moments<double>* merged) {
   Moments<double> acc{0.0, 0.0, 0.0};
   for (int t = 0; t < tiles; ++t) {
-    const float* p = &sample_partials[t * channels + c].count;
-#if defined(__CUDA_ARCH__)
-    // Written by other blocks of the same kernel (the last block of a sample runs this): read
-    // through L2, never a stale L1 line.
-    acc = merge_moments(acc, Moments<double>{__ldcg(p), __ldcg(p + 1), __ldcg(p + 2)});
-#else
-    acc = merge_moments(acc, Moments<double>{p[0], p[1], p[2]});
-#endif
+    const Moments<float>& p = sample_partials[t * channels + c];
+    acc = merge_moments(acc, Moments<double>{p.count, p.mean, p.m2});
   }
   *merged = acc;
   return acc.mean;
@@ -121,27 +115,5 @@ FUSED3D_HOST_DEVICE void groupnorm_mean_epilogue(const EpilogueParams& p, long l
   const double shift = p.beta ? double(p.beta[c]) : 0.0;
   p.out[n * p.channels + c] = float(scale * (channel_mean - group.mean) * inv_std + shift);
 }
-
-#if defined(__CUDACC__)
-// The epilogue inside the moments kernels (one launch per forward; B=1 is bound by host time per
-// launch). A block calls this after its threads wrote all of their partials of sample n. Each
-// block counts itself in counters[n]; the one that completes the count (the sample's last) merges
-// the sample's partials into out[n, :] and resets the counter to 0 for the next launch. Which block
-// is last varies from run to run, but the merge order (tiles, then channels, ascending) does not:
-// the output stays bitwise deterministic. counters must be 0 before the launch (its owner zeroes it
-// once; every launch leaves it at 0).
-__device__ __forceinline__ void finish_sample_if_last(const EpilogueParams& p, unsigned* counters, long long n,
-                                                      unsigned blocks_per_sample) {
-  __shared__ bool last;
-  __threadfence();  // this thread's partials are visible GPU-wide before the block is counted
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(&counters[n], 1u) == blocks_per_sample - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();  // acquire: the other blocks' partials, fenced before their count
-  for (int c = threadIdx.x; c < p.channels; c += blockDim.x) groupnorm_mean_epilogue(p, n, c);
-  if (threadIdx.x == 0) counters[n] = 0;
-}
-#endif
 
 }  // namespace fused3d
