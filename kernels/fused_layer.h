@@ -134,8 +134,8 @@ inline std::string malformed_reason(const FusedLayer& l) {
 inline bool fused_dtype(at::ScalarType t) { return t == at::kFloat || t == at::kHalf || t == at::kBFloat16; }
 
 // Whether the fused kernels implement this layer (it is assumed well formed). Every conv setting
-// PyTorch's zero-padded Conv3d has is implemented; what is left is other dtypes and sizes whose
-// per-sample offsets overflow 32 bits (input_mismatch_reason).
+// PyTorch's zero-padded Conv3d has is implemented; what is left is other dtypes (and, checked at
+// the CUDA entry, one sample of 2^31 elements or more: per-sample offsets are 32-bit).
 inline std::string unsupported_reason(const FusedLayer& l) {
   Reason why;
   const at::ScalarType dtype = l.weight.scalar_type();
