@@ -382,10 +382,7 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Pr
 
   // The epilogue computes in double and writes float32; a float16 / bfloat16 result is rounded
   // from that once (a (B, Cout) copy).
-  const auto as_float = [](const at::Tensor& t) {  // without a dispatcher call when already float32
-    return !t.defined() ? t : t.scalar_type() == at::kFloat ? t.contiguous() : t.to(at::kFloat).contiguous();
-  };
-  const at::Tensor gamma = as_float(layer.gamma), beta = as_float(layer.beta);
+  const at::Tensor gamma = as_float32(layer.gamma), beta = as_float32(layer.beta);
   at::Tensor out32 = out.scalar_type() == at::kFloat ? out : at::empty({batch, cout}, float_options);
   EpilogueParams p{};
   p.partials = reinterpret_cast<const Moments<float>*>(partials.data_ptr<float>());

@@ -149,6 +149,13 @@ inline std::string unsupported_reason(const FusedLayer& l) {
   return why.str();
 }
 
+// A parameter as contiguous float32 (undefined stays undefined). No dispatcher call when it already
+// is one: the CUDA entry runs this per forward, and B=1 is bound by host time.
+inline at::Tensor as_float32(const at::Tensor& t) {
+  if (!t.defined()) return t;
+  return t.scalar_type() == at::kFloat ? t.contiguous() : t.to(at::kFloat).contiguous();
+}
+
 // Stride 1, no padding, dilation 1, one conv group, float32: what the tensor-core path assumes.
 inline bool is_plain_float32_conv(const FusedLayer& l) {
   const auto all = [](const std::array<int64_t, 3>& v, int64_t x) { return v[0] == x && v[1] == x && v[2] == x; };

@@ -92,10 +92,9 @@ void fused_forward_cpu_out(const at::Tensor& input, const FusedLayer& layer, at:
               input.device(), " and ", layer.weight.device());
 
   const at::Tensor x = input.contiguous();
-  const auto as_float = [](const at::Tensor& t) { return t.defined() ? t.to(at::kFloat).contiguous() : at::Tensor(); };
-  const at::Tensor w = as_float(layer.weight);
-  const at::Tensor bias = layer.bias.defined() ? as_float(layer.bias) : at::zeros({layer.out_channels()});
-  const at::Tensor gamma = as_float(layer.gamma), beta = as_float(layer.beta);
+  const at::Tensor w = as_float32(layer.weight);
+  const at::Tensor bias = layer.bias.defined() ? as_float32(layer.bias) : at::zeros({layer.out_channels()});
+  const at::Tensor gamma = as_float32(layer.gamma), beta = as_float32(layer.beta);
   const int64_t batch = x.size(0), cout = layer.out_channels();
   const auto out_size = conv_output_spatial(x, layer);
   const int64_t od = out_size[0];
