@@ -2,15 +2,23 @@
 // -> per-(sample, channel) moments, as an implicit GEMM on mma.sync. The GroupNorm-mean epilogue
 // is the general path's (conv3d_hardswish_groupnorm_mean.cu, moments.h).
 //
-// GEMM view: M = output positions (16 consecutive columns of one output row per MMA), N = Cout
-// (two n8 halves), K = Cin*64, taken 16 at a time for fp16 m16n8k16 as (ci; kd pair 2kp, 2kp+1;
-// kh pair 2q, 2q+1; kw 0..3). Lane (g = lane/4, t = lane%4) then holds, for output row oh,
-//   a0 = {x[kd 2kp  ][row oh+2q][col g+t],   x[kd 2kp  ][row oh+2q+1][col g+t]}
-//   a1 = the same at col g+8+t;   a2, a3 = the same in plane kd 2kp+1
-// (planes ci, od+kd; columns relative to the tile's first). Every register is one input row's
-// value at a fixed column offset, so a warp computing kRows output rows reads kRows+3 input rows
-// (two floats each) per (ci, kd) and reuses each for all four kh; and the fragment of (row oh,
-// q = 1) is the fragment of (row oh+2, q = 0), so each is packed once and feeds two MMAs.
+// GEMM view, weights on the left: D[channel][position] += W[channel][k] * X[k][position], with
+// M = the 16 output channels, N = 8 consecutive output columns of one output row, and K = Cin*64
+// taken 16 at a time for fp16 m16n8k16 as (ci; kh; k = 8*pp + 2*kw + kdl for kd = 2*pp + kdl).
+// Lane (g = lane/4, t = lane%4) then holds, for output row oh + j and kernel row kh,
+//   b0 = {x[plane 0][row j+kh][col g+t], x[plane 1][same]},  b1 = the same of planes 2 and 3
+// (planes ci, od+kd; rows and columns relative to the warp tile). So a B fragment depends only on
+// the input row j+kh and the column: each of a warp tile's kRows+3 input rows is loaded once per
+// channel (two 8-byte shared loads: columns g+t and g+8+t) and feeds the MMAs of up to four output
+// rows, one per kh; the weights (A, 4 registers per kh) stay in registers for the channel.
+//
+// Shared memory. Each input channel's slab (4 planes x the band's input rows x W, fp32) is staged
+// by cp.async, two stages deep; then all threads convert it once into that B layout: entry
+// (row, col) = {half2(plane 0, plane 1), half2(plane 2, plane 3)}, 8 bytes, rows of W rounded up
+// to 4 entries. The conversion reads every staged value once, which is also where the fp16 range
+// check happens; the MMA loop does no conversion and no address arithmetic beyond one add per row.
+// (Before this layout, ncu counted per warp tile ~790 instructions of fragment loads and
+// conversions and ~390 of range check around 480 MMAs; RECORD.md, run 13.)
 //
 // Precision. Rounding x is unbiased and averages out over the spatial mean; rounding the weights
 // is systematic (every output uses the same rounded weights) and does not (DESIGN-NOTES). So:
@@ -18,19 +26,17 @@
 //   tf32:     x and weights in fp16 (one MMA): fp16 and TF32 both keep 11 significant bits
 // fp16 runs at twice TF32's tensor rate. Its range is the catch: the weights are scaled per output
 // channel by a power of two (exact) into [1, 2) and the accumulator scaled back; for x, each block
-// tracks max|x| over the values it reads, and if any exceeds fp16's range (65504) or all are below
-// 2^-10 (where fp16 subnormals lose relative precision), the block recomputes its tile with TF32
-// operands (x rounded by cvt.rna, weights split hi + lo in the accurate mode). NaN stays NaN in
-// either format.
+// tracks max|x| over the values it converts, and if any exceeds fp16's range (65504) or all are
+// below 2^-10 (where fp16 subnormals lose relative precision), the block recomputes its tile with
+// TF32 operands straight from the fp32 stage (x rounded by cvt.rna, weights split hi + lo in the
+// accurate mode). NaN stays NaN in either format.
 //
-// Data movement: a work item is one (sample, od, band of row tiles); its input slab (4 planes x
-// the band's input rows x the full width) is staged per input channel into shared memory with
-// cp.async, two stages deep. The grid is persistent and each block's stages form one stream of
-// (item, channel) steps, so the next slab is in flight while the current one is computed, across
-// item boundaries too. Warp w computes one warp tile (kRows x 16 outputs); edge tiles shift back
-// to stay inside the input and mask the duplicate rows/columns out of the statistics. Each item
-// writes its own partial moments and merges run in a fixed order: deterministic whatever the
-// grid size.
+// Work: a work item is one (sample, od, band of row tiles). The grid is persistent and each block's
+// stages form one stream of (item, channel) steps, so the next slab is in flight while the current
+// one is computed, across item boundaries too. Warp w computes one warp tile (kRows output rows x
+// 16 columns, two n8 MMAs); edge tiles shift back to stay inside the input and leave the duplicate
+// rows/columns out of the statistics. Each item writes its own partial moments and merges run in a
+// fixed order: deterministic whatever the grid size.
 //
 // Limits (else the general kernel runs): kernel 4x4x4, Cout 16, stride 1, no padding, dilation 1,
 // conv groups 1, float32, OH >= kRows, 16 <= OW <= 16*kWarps; in the accurate mode also at least
@@ -46,6 +52,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <tuple>
 
 namespace fused3d {
 // Named rather than anonymous: the Python extension (tools/fused3d_torch.py) compiles both .cu
@@ -53,18 +60,21 @@ namespace fused3d {
 namespace tensorcore_kernel {
 
 constexpr int kKernel = 4;   // kernel extent along each axis (specialized)
-constexpr int kCout = 16;    // output channels (two mma n8 halves)
+constexpr int kCout = 16;    // output channels: the mma M
 constexpr int kRows = 10;    // output rows per warp tile: 29 = 3 tiles with 1 row of overlap
-constexpr int kCols = 16;    // output columns per warp tile (mma M)
+constexpr int kCols = 16;    // output columns per warp tile: two n8 MMAs
 constexpr int kWarps = 6;    // warp tiles per block: the standard layer's 3 row x 2 column tiles
 constexpr int kThreads = kWarps * 32;
-constexpr int kStages = 2;   // shared-memory stages (input channels in flight)
+constexpr int kStages = 2;   // fp32 stages (input channels in flight); one converted (fp16) stage
 constexpr int kInputRows = kRows + kKernel - 1;
+constexpr int kMaxWidth = 16 * kWarps + kKernel - 1;  // W at the widest OW the path takes
 constexpr float kHalfMax = 65504.f;             // largest finite fp16
 constexpr float kHalfSmallest = 1.f / 1024.f;   // below, fp16 keeps too few bits: use TF32
-static_assert(kKernel == 4, "the fragment mappings take kw = t (0..3) and kh in pairs");
-static_assert(kCout == 16, "two n8 halves");
+static_assert(kKernel == 4, "the fragment mappings take kw = t (0..3), kd in plane pairs, kh in pairs (TF32)");
+static_assert(kCout == 16, "the weights are the m16 operand");
+static_assert(kCols == 16, "two n8 MMAs per output row");
 static_assert(kRows >= 1 && kRows <= 16, "accumulators: 8 registers per row");
+static_assert((kMaxWidth + 3) / 4 <= kThreads, "the conversion gives each 4-column group at least one thread");
 
 enum class Operands { kHalfSplit, kHalf, kTf32Split, kTf32 };
 __host__ __device__ constexpr bool is_half(Operands o) { return o == Operands::kHalfSplit || o == Operands::kHalf; }
@@ -77,10 +87,13 @@ struct TcParams {
   int oh, ow;
   int items;  // B * tiles (< 2^31, checked)
   int row_tiles, col_tiles, band_row_tiles, bands, tiles;  // tiles = items per sample = OD * bands
-  int stage_floats;                                       // one shared-memory stage
+  int stage_floats;                                       // one fp32 stage: 4 planes x slab rows x W
+  int packed_row;                                         // entries per converted row: W rounded up to 4
+  int pack_quads;                                         // packed_row / 4: 4-column groups per row
+  int pack_row_step;                                      // kThreads / pack_quads
   bool copy16;                                            // 16-byte cp.async (W % 4 == 0, aligned x)
-  const uint2* half_w;       // (Cin, 2 kp, 2 q, 2 nh, parts, 32 lanes) of {b0, b1} half2, scaled weights
-  const float2* tf32_w;      // (Cin, 4 kd, 2 p, 2 nh, parts, 32 lanes) of {b0, b1}
+  const uint4* half_w;       // (Cin, 4 kh, parts, 32 lanes) A fragments, fp16, scaled weights
+  const float4* tf32_w;      // (Cin, 4 kd, 2 kh pairs, parts, 32 lanes) A fragments, TF32
   const float* half_bias;    // bias * channel scale (16)
   const float* half_unscale; // 1 / channel scale (16)
   const float* bias;         // (16)
@@ -113,20 +126,21 @@ __device__ __forceinline__ uint32_t half_pair(float low, float high) {
 
 // Not volatile: the compiler may interleave independent MMAs (a dependent pair back to back stalls
 // on the tensor pipe's latency; ncu counted 2.6 'wait' stall cycles per issued instruction).
-__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const float2& b) {
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const float4& a, uint32_t b0, uint32_t b1) {
   asm(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(__float_as_uint(b.x)), "r"(__float_as_uint(b.y)));
+      : "r"(__float_as_uint(a.x)), "r"(__float_as_uint(a.y)), "r"(__float_as_uint(a.z)), "r"(__float_as_uint(a.w)),
+        "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ void mma_f16(float (&d)[4], const uint32_t (&a)[4], const uint2& b) {
+__device__ __forceinline__ void mma_f16(float (&d)[4], const uint4& a, const uint2& b) {
   asm(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b.x), "r"(b.y));
+      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b.x), "r"(b.y));
 }
 
 __device__ __forceinline__ void cp_async16(float* smem, const float* gmem) {
@@ -141,86 +155,110 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending)); }
 
+// Bulk copies (sm_90): one thread moves a contiguous run global -> shared, and the bytes landing
+// complete a phase of an mbarrier that the readers wait on.
+__device__ __forceinline__ unsigned shared_address(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(shared_address(bar)) : "memory");
+}
+__device__ __forceinline__ void mbarrier_expect_bytes(uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(shared_address(bar)), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_copy(void* smem, const void* gmem, unsigned bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                   shared_address(smem)),
+               "l"(gmem), "r"(bytes), "r"(shared_address(bar))
+               : "memory");
+}
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, unsigned parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT;\n"
+      "}\n" ::"r"(shared_address(bar)),
+      "r"(parity)
+      : "memory");
+}
+// Orders this thread's generic-proxy accesses to shared memory before later bulk copies into it.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
-// acc += this channel's contribution, reading x from the staged planes.
+// acc += this channel's contribution, from the converted (fp16) stage. The B fragments of input row
+// r of the warp tile (columns g+t and g+8+t) feed output rows j = r - kh, kh = 0..3, each with the
+// weights of that kh. All 13 rows' fragments are loaded first (26 registers of 8 bytes: 2 loads per
+// row instead of 52 loads and 48 conversions per kd pair before); then the MMAs run kh by kh and
+// part by part over all 20 accumulators, so successive updates of one accumulator are 20 MMAs
+// apart (r by r, they were 8 apart: ncu's top stall was 'wait' on the MMAs, 17% of samples).
 template <Operands kOps>
-__device__ __forceinline__ void accumulate_channel(const TcParams& p, const float* stage, int slab_rows, int ci,
-                                                   const WarpTile& tile, float (&acc)[kRows][2][4]) {
+__device__ __forceinline__ void accumulate_channel_half(const TcParams& p, const uint2* packed, int ci,
+                                                        const WarpTile& tile, float (&acc)[kRows][2][4]) {
+  constexpr int kParts = weight_parts(kOps);
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const uint4* w = p.half_w + ci * kKernel * kParts * 32 + lane;
+  uint4 a[kKernel][kParts];  // [kh][part]
+#pragma unroll
+  for (int part = 0; part < kParts; ++part) a[0][part] = __ldg(w + part * 32);
+  const uint2* column = packed + tile.slab_row * p.packed_row + tile.ow0 + g + t;
+  uint2 b[kInputRows][2];  // [input row][n8 half]
+#pragma unroll
+  for (int r = 0; r < kInputRows; ++r) {
+    b[r][0] = column[r * p.packed_row];
+    b[r][1] = column[r * p.packed_row + 8];
+  }
+#pragma unroll
+  for (int kh = 0; kh < kKernel; ++kh) {
+    if (kh + 1 < kKernel) {  // the next kh's weights load while this kh's MMAs run
+#pragma unroll
+      for (int part = 0; part < kParts; ++part) a[kh + 1][part] = __ldg(w + ((kh + 1) * kParts + part) * 32);
+    }
+#pragma unroll
+    for (int part = kParts - 1; part >= 0; --part)  // lo part first
+#pragma unroll
+      for (int j = 0; j < kRows; ++j) {
+        mma_f16(acc[j][0], a[kh][part], b[j + kh][0]);
+        mma_f16(acc[j][1], a[kh][part], b[j + kh][1]);
+      }
+  }
+}
+
+// The TF32 fallback, from the fp32 stage: m16n8k8 slices (kd; kh pair q) x kw with k = kw + 4s for
+// kh = 2q + s, so b0 = x[row j+2q][col g+t], b1 = x[row j+2q+1][same] (+8 for the second n8).
+template <Operands kOps>
+__device__ __forceinline__ void accumulate_channel_tf32(const TcParams& p, const float* stage, int slab_rows, int ci,
+                                                        const WarpTile& tile, float (&acc)[kRows][2][4]) {
   constexpr int kParts = weight_parts(kOps);
   const int lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const float* base = stage + tile.slab_row * p.w + tile.ow0 + g + t;
   const int plane = slab_rows * p.w;
-  if constexpr (is_half(kOps)) {
-    // m16n8k16 slices: (kd pair kp) x (kh pair q) x kw, k = 2t + s + 8*kk for kd = 2kp + kk,
-    // kh = 2q + s, kw = t. The quad {rows j, j+1 of plane kd, cols g+t | g+8+t; same of kd+1} is
-    // the A fragment of output row j with q = 0 and of output row j - 2 with q = 1: each quad is
-    // packed once into its own registers and feeds both (no register moves between MMAs).
 #pragma unroll 1
-    for (int kp = 0; kp < kKernel / 2; ++kp) {
-      const float* rows0 = base + 2 * kp * plane;
-      const float* rows1 = rows0 + plane;
-      const uint2* w = p.half_w + (((ci * 2 + kp) * 2 * 2) * kParts) * 32 + lane;
-      uint2 b[2][2][kParts];  // [q][nh][part]
+  for (int kd = 0; kd < kKernel; ++kd) {
+    const float* rows = base + kd * plane;
+    uint32_t x[kInputRows][2];  // [row][n8 half]
+#pragma unroll
+    for (int r = 0; r < kInputRows; ++r) {
+      x[r][0] = to_tf32(rows[r * p.w]);
+      x[r][1] = to_tf32(rows[r * p.w + 8]);
+    }
+    const float4* w = p.tf32_w + (ci * kKernel + kd) * 2 * kParts * 32 + lane;
+    float4 a[2][kParts];  // [q][part]
+#pragma unroll
+    for (int q = 0; q < 2; ++q)
+#pragma unroll
+      for (int part = 0; part < kParts; ++part) a[q][part] = __ldg(w + (q * kParts + part) * 32);
+#pragma unroll
+    for (int j = 0; j < kRows; ++j)
 #pragma unroll
       for (int q = 0; q < 2; ++q)
-#pragma unroll
-        for (int nh = 0; nh < 2; ++nh)
-#pragma unroll
-          for (int part = 0; part < kParts; ++part) b[q][nh][part] = __ldg(w + ((q * 2 + nh) * kParts + part) * 32);
-      float lo0[kInputRows], hi0[kInputRows], lo1[kInputRows], hi1[kInputRows];
-#pragma unroll
-      for (int j = 0; j < kInputRows; ++j) {
-        lo0[j] = rows0[j * p.w];
-        hi0[j] = rows0[j * p.w + 8];
-        lo1[j] = rows1[j * p.w];
-        hi1[j] = rows1[j * p.w + 8];
-      }
-#pragma unroll
-      for (int j = 0; j + 1 < kInputRows; ++j) {
-        const uint32_t a[4] = {half_pair(lo0[j], lo0[j + 1]), half_pair(hi0[j], hi0[j + 1]),
-                               half_pair(lo1[j], lo1[j + 1]), half_pair(hi1[j], hi1[j + 1])};
-        // Four independent accumulators between two MMAs on the same one.
 #pragma unroll
         for (int part = kParts - 1; part >= 0; --part)
 #pragma unroll
-          for (int nh = 0; nh < 2; ++nh) {
-            if (j < kRows) mma_f16(acc[j][nh], a, b[0][nh][part]);
-            if (j >= 2) mma_f16(acc[j - 2][nh], a, b[1][nh][part]);
-          }
-      }
-    }
-  } else {
-    // TF32 m16n8k8 slices: (kd; kh pair q) x kw, k = t + 4s for kh = 2q + s: a0/a1 from input row
-    // oh+2q, a2/a3 from oh+2q+1 (cols g+t | g+8+t); b0/b1 = weights at kh 2q / 2q+1, kw t.
-#pragma unroll 1
-    for (int kd = 0; kd < kKernel; ++kd) {
-      const float* rows = base + kd * plane;
-      uint32_t lo[kInputRows], hi[kInputRows];  // columns g+t and g+8+t of each input row
-#pragma unroll
-      for (int j = 0; j < kInputRows; ++j) {
-        lo[j] = to_tf32(rows[j * p.w]);
-        hi[j] = to_tf32(rows[j * p.w + 8]);
-      }
-      const float2* w = p.tf32_w + ((ci * kKernel + kd) * 2 * 2 * kParts) * 32 + lane;
-      float2 b[2][2][kParts];  // [q][nh][part]
-#pragma unroll
-      for (int q = 0; q < 2; ++q)
-#pragma unroll
-        for (int nh = 0; nh < 2; ++nh)
-#pragma unroll
-          for (int part = 0; part < kParts; ++part) b[q][nh][part] = __ldg(w + ((q * 2 + nh) * kParts + part) * 32);
-#pragma unroll
-      for (int r = 0; r < kRows; ++r)
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-          const uint32_t a[4] = {lo[r + 2 * q], hi[r + 2 * q], lo[r + 2 * q + 1], hi[r + 2 * q + 1]};
-#pragma unroll
-          for (int part = kParts - 1; part >= 0; --part)
-#pragma unroll
-            for (int nh = 0; nh < 2; ++nh) mma_tf32(acc[r][nh], a, b[q][nh][part]);
-        }
-    }
+          for (int half = 0; half < 2; ++half) mma_tf32(acc[j][half], a[q][part], x[j + 2 * q][half], x[j + 2 * q + 1][half]);
   }
 }
 
@@ -263,149 +301,257 @@ __device__ __forceinline__ Item describe_item(const TcParams& p, int item) {
 }
 
 // Stage input channel ci of an item: 4 planes (od .. od+3) x slab_rows rows x W, each plane one
-// contiguous run in global memory and in the stage.
-__device__ __forceinline__ void stage_channel(const TcParams& p, float* stage, const Item& it, int ci) {
+// contiguous run in global memory and in the stage. With bulk copies (16-byte aligned runs) thread 0
+// issues the four runs and they complete a phase of `landed`; otherwise every thread issues
+// cp.async of 16 or 4 bytes in plain loops (unrolled, the runtime trip count cost ~100
+// instructions per channel per warp; the bulk copies save the ~50 that remain; RECORD.md).
+__device__ __forceinline__ void stage_channel(const TcParams& p, float* stage, const Item& it, int ci, bool bulk,
+                                              uint64_t* landed) {
   const int run = it.slab_rows * p.w;
   const long long plane = static_cast<long long>(p.h) * p.w;
   const float* src = it.sample + (static_cast<long long>(ci * p.d + it.od) * p.h + it.slab_row0) * p.w;
-  if (p.copy16) {
+  if (bulk) {
+    if (threadIdx.x == 0) {
+      const unsigned bytes = static_cast<unsigned>(run * sizeof(float));
+      mbarrier_expect_bytes(landed, kKernel * bytes);
 #pragma unroll
-    for (int kd = 0; kd < kKernel; ++kd)
-      for (int i = threadIdx.x * 4; i < run; i += kThreads * 4) cp_async16(stage + kd * run + i, src + kd * plane + i);
+      for (int kd = 0; kd < kKernel; ++kd) bulk_copy(stage + kd * run, src + kd * plane, bytes, landed);
+    }
+  } else if (p.copy16) {
+#pragma unroll
+    for (int kd = 0; kd < kKernel; ++kd) {
+      const float* from = src + kd * plane;
+      float* to = stage + kd * run;
+#pragma unroll 1
+      for (int i = threadIdx.x * 4; i < run; i += kThreads * 4) cp_async16(to + i, from + i);
+    }
   } else {
 #pragma unroll
-    for (int kd = 0; kd < kKernel; ++kd)
-      for (int i = threadIdx.x; i < run; i += kThreads) cp_async4(stage + kd * run + i, src + kd * plane + i);
+    for (int kd = 0; kd < kKernel; ++kd) {
+      const float* from = src + kd * plane;
+      float* to = stage + kd * run;
+#pragma unroll 1
+      for (int i = threadIdx.x; i < run; i += kThreads) cp_async4(to + i, from + i);
+    }
   }
 }
 
-// max |x| over what this thread copied in stage_channel (the same indices): after its own
-// cp.async completes, each thread sees that data without a barrier. Every staged value is read
-// once here, instead of once per fragment it lands in.
-__device__ __forceinline__ float staged_abs_max(const TcParams& p, const float* stage, const Item& it) {
-  const int run = it.slab_rows * p.w;
+// Convert the staged channel into B fragments: entry (row, col) = {half2(planes 0, 1),
+// half2(planes 2, 3)}. Thread (quad, row0) converts columns 4*quad .. +3 of rows row0,
+// row0 + pack_row_step, ...; a warp writes consecutive 32-byte runs (no bank conflicts). Returns
+// max|x| over the values it read (the fp16 range check).
+__device__ __forceinline__ float convert_channel(const TcParams& p, const float* stage, uint2* packed, int slab_rows,
+                                                 int quad, int row0) {
+  const int plane = slab_rows * p.w;
+  const int col0 = 4 * quad;
   float m = 0.f;
-  if (p.copy16) {
+#pragma unroll 1
+  for (int row = row0; row < slab_rows; row += p.pack_row_step) {
+    const float* src = stage + row * p.w + col0;
+    float v[kKernel][4];  // [plane][column]
+    if (p.copy16) {
 #pragma unroll
-    for (int kd = 0; kd < kKernel; ++kd)
-      for (int i = threadIdx.x * 4; i < run; i += kThreads * 4) {
-        const float4 q = *reinterpret_cast<const float4*>(stage + kd * run + i);
-        m = fmaxf(m, fmaxf(fmaxf(fabsf(q.x), fabsf(q.y)), fmaxf(fabsf(q.z), fabsf(q.w))));
+      for (int kd = 0; kd < kKernel; ++kd) {
+        const float4 q = *reinterpret_cast<const float4*>(src + kd * plane);
+        v[kd][0] = q.x;
+        v[kd][1] = q.y;
+        v[kd][2] = q.z;
+        v[kd][3] = q.w;
       }
-  } else {
+    } else {
+      // W % 4 != 0 or x misaligned: the last group of a row may pass W; those entries are never read.
+#pragma unroll
+      for (int kd = 0; kd < kKernel; ++kd)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) v[kd][c] = col0 + c < p.w ? src[kd * plane + c] : 0.f;
+    }
 #pragma unroll
     for (int kd = 0; kd < kKernel; ++kd)
-      for (int i = threadIdx.x; i < run; i += kThreads) m = fmaxf(m, fabsf(stage[kd * run + i]));
+#pragma unroll
+      for (int c = 0; c < 4; ++c) m = fmaxf(m, fabsf(v[kd][c]));
+    uint4* dst = reinterpret_cast<uint4*>(packed + row * p.packed_row + col0);
+    dst[0] = make_uint4(half_pair(v[0][0], v[1][0]), half_pair(v[2][0], v[3][0]), half_pair(v[0][1], v[1][1]),
+                        half_pair(v[2][1], v[3][1]));
+    dst[1] = make_uint4(half_pair(v[0][2], v[1][2]), half_pair(v[2][2], v[3][2]), half_pair(v[0][3], v[1][3]),
+                        half_pair(v[2][3], v[3][3]));
   }
   return m;
 }
 
+// acc[j][half] = {channel g at columns 2t, 2t+1; channel g+8 at the same} of output row j,
+// columns 8*half + ...: the bias of channels g and g+8.
 template <Operands kOps>
 __device__ __forceinline__ void init_accumulators(const TcParams& p, float (&acc)[kRows][2][4]) {
-  const int t = threadIdx.x % 4;
+  const int g = (threadIdx.x % 32) / 4;
   const float* bias = is_half(kOps) ? p.half_bias : p.bias;
+  const float b0 = bias[g], b1 = bias[g + 8];
 #pragma unroll
-  for (int nh = 0; nh < 2; ++nh) {
-    const float b0 = bias[nh * 8 + 2 * t], b1 = bias[nh * 8 + 2 * t + 1];
+  for (int j = 0; j < kRows; ++j)
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      acc[r][nh][0] = b0;
-      acc[r][nh][1] = b1;
-      acc[r][nh][2] = b0;
-      acc[r][nh][3] = b1;
+    for (int half = 0; half < 2; ++half) {
+      acc[j][half][0] = b0;
+      acc[j][half][1] = b0;
+      acc[j][half][2] = b1;
+      acc[j][half][3] = b1;
     }
+}
+
+// Moments of the warp tile's outputs (hardswish applied) for channels g (c = 0) and g + 8 (c = 1),
+// returned in lanes t = 0. The accumulator holds y / u (u = the channel's power-of-two unscale; 1 on
+// the TF32 route), so everything is computed in those units and scaled back exactly at the end:
+// gate = clamp(y/6 + 1/2, 0, 1) is one saturating FMA on acc with u/6, and d = (h - pivot)/u one FMA.
+// All lanes of a channel shift by one pivot, a value from the tile itself, so sum(d^2) does not
+// cancel the way a plain sum of squares would when |mean| >> std, and lanes merge by addition.
+// Per output: 4 instructions. Duplicate columns are a fixed set per lane (kept out by keeping one
+// sum per column class and selecting at the end); duplicate rows are leading rows (loop stops).
+__device__ __forceinline__ void warp_tile_moments(const TcParams& p, const Item& it, bool half_operands,
+                                                  const float (&acc)[kRows][2][4], Moments<float> (&moments)[2]) {
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  float unscale[2], gate_scale[2], pivot[2], sum[2][4] = {}, squares[2][4] = {};
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    unscale[c] = half_operands ? p.half_unscale[g + 8 * c] : 1.f;
+    gate_scale[c] = unscale[c] * (1.0f / 6.0f);  // exact: unscale is a power of two
+    const float last = acc[kRows - 1][0][2 * c];  // the last row is never a duplicate
+    pivot[c] = __shfl_sync(0xffffffffu, last * fminf(fmaxf(fmaf(last, gate_scale[c], 0.5f), 0.f), 1.f), lane & ~3);
+  }
+#pragma unroll
+  for (int j = kRows - 1; j >= 0; --j) {
+    if (j < it.tile.duplicate_rows) break;  // leading rows belong to the previous row tile
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+#pragma unroll
+      for (int c = 0; c < 2; ++c)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float a = acc[j][half][2 * c + e];
+          const float d = fmaf(a, fminf(fmaxf(fmaf(a, gate_scale[c], 0.5f), 0.f), 1.f), -pivot[c]);
+          sum[c][2 * half + e] += d;
+          squares[c][2 * half + e] = fmaf(d, d, squares[c][2 * half + e]);
+        }
+  }
+  const float count = static_cast<float>((kRows - it.tile.duplicate_rows) * (kCols - it.tile.duplicate_cols));
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    float s = 0.f, q = 0.f;
+#pragma unroll
+    for (int cls = 0; cls < 4; ++cls) {
+      const bool kept = 8 * (cls / 2) + 2 * t + cls % 2 >= it.tile.duplicate_cols;  // column ow0 + that
+      s += kept ? sum[c][cls] : 0.f;
+      q += kept ? squares[c][cls] : 0.f;
+    }
+    // Lanes 4g .. 4g+3 hold the same channels.
+#pragma unroll
+    for (int offset = 1; offset <= 2; offset *= 2) {
+      s += __shfl_xor_sync(0xffffffffu, s, offset);
+      q += __shfl_xor_sync(0xffffffffu, q, offset);
+    }
+    s *= unscale[c];
+    q *= unscale[c] * unscale[c];
+    // count > 0: a warp tile always owns at least one row and one column.
+    moments[c] = {count, pivot[c] * unscale[c] + s / count, fmaxf(q - s * (s / count), 0.f)};
   }
 }
 
-// Moments of the warp tile's outputs (hardswish applied) for channel nh*8 + 2t + e, returned in
-// lanes t (g = 0) as [nh][e]. All lanes of a channel shift by one pivot, a value from the tile
-// itself (lane t's last row), so sum((h - pivot)^2) does not cancel the way a plain sum of
-// squares would when |mean| >> std, and lanes merge by plain addition.
-__device__ __forceinline__ void warp_tile_moments(const TcParams& p, const Item& it, bool half_operands,
-                                                  const float (&acc)[kRows][2][4], Moments<float> (&moments)[2][2]) {
+// The end of an item, once its last channel's MMAs are done: the fp16 range verdict for the block,
+// the TF32 recomputation where it failed (rare), the warp tiles' moments merged in warp order, one
+// Moments per channel written. x_max: this thread's max|x| over the item's conversions.
+template <Operands kFast, Operands kFallback>
+__device__ __forceinline__ void finish_item(const TcParams& p, const Item& it, float x_max, float* fallback_stage,
+                                            float (&acc)[kRows][2][4], Moments<float> (&warp_moments)[kWarps][kCout],
+                                            unsigned (&warp_x_max)[kWarps]) {
   const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
-  const float keep_lo = g >= it.tile.duplicate_cols ? 1.f : 0.f;      // column ow0 + g
-  const float keep_hi = g + 8 >= it.tile.duplicate_cols ? 1.f : 0.f;  // column ow0 + g + 8
-  float unscale[2][2], pivot[2][2], sum[2][2] = {}, squares[2][2] = {};
-#pragma unroll
-  for (int nh = 0; nh < 2; ++nh)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      unscale[nh][e] = half_operands ? p.half_unscale[nh * 8 + 2 * t + e] : 1.f;
-      pivot[nh][e] = __shfl_sync(0xffffffffu, hardswish(acc[kRows - 1][nh][2 + e] * unscale[nh][e]), t);
-    }
-  // Per element: unscale, gate, (h - pivot) in one FMA, mask, two accumulations. This runs for
-  // every output (179M at B=1024), as often as the tensor work, so it is kept branch-free (ncu:
-  // a per-row branch here cost ~150 of ~1150 instructions per warp tile).
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const bool row_kept = r >= it.tile.duplicate_rows;  // leading rows belong to the previous tile
-    const float mask_lo = row_kept ? keep_lo : 0.f;
-    const float mask_hi = row_kept ? keep_hi : 0.f;
-#pragma unroll
-    for (int nh = 0; nh < 2; ++nh)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const float y_lo = acc[r][nh][e] * unscale[nh][e];
-        const float y_hi = acc[r][nh][2 + e] * unscale[nh][e];
-        const float d_lo = fmaf(y_lo, hardswish_gate(y_lo), -pivot[nh][e]) * mask_lo;
-        const float d_hi = fmaf(y_hi, hardswish_gate(y_hi), -pivot[nh][e]) * mask_hi;
-        sum[nh][e] += d_lo + d_hi;
-        squares[nh][e] = fmaf(d_lo, d_lo, fmaf(d_hi, d_hi, squares[nh][e]));
-      }
+  // Non-negative floats order as their bit patterns (fmaxf never lets a NaN into x_max).
+  const unsigned warp_max = __reduce_max_sync(0xffffffffu, __float_as_uint(x_max));
+  Moments<float> moments[2] = {};
+  if (it.active) warp_tile_moments(p, it, true, acc, moments);
+  if (t == 0) {
+    warp_moments[warp][g] = moments[0];
+    warp_moments[warp][g + 8] = moments[1];
   }
-  const float own_count = (kRows - it.tile.duplicate_rows) * (keep_lo + keep_hi);
+  if (lane == 0) warp_x_max[warp] = warp_max;
+  __syncthreads();
+  unsigned block_max = warp_x_max[0];
 #pragma unroll
-  for (int nh = 0; nh < 2; ++nh)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      float count = own_count, s = sum[nh][e], q = squares[nh][e];
-      // Lanes with the same t hold the same channel: add over g (lanes t, t+4, ..., t+28).
-#pragma unroll
-      for (int offset = 16; offset >= 4; offset /= 2) {
-        s += __shfl_down_sync(0xffffffffu, s, offset);
-        q += __shfl_down_sync(0xffffffffu, q, offset);
-        count += __shfl_down_sync(0xffffffffu, count, offset);
-      }
-      // count > 0: a warp tile always owns at least one row and one column.
-      moments[nh][e] = {count, pivot[nh][e] + s / count, fmaxf(q - s * (s / count), 0.f)};
+  for (int w = 1; w < kWarps; ++w) block_max = max(block_max, warp_x_max[w]);
+  const float x_block_max = __uint_as_float(block_max);
+  if (!(x_block_max <= kHalfMax) || !(x_block_max >= kHalfSmallest)) {
+    // Some |x| beyond fp16's range, or all of them too small for its precision: recompute the
+    // item with TF32 operands from fp32 stages of its own.
+    init_accumulators<kFallback>(p, acc);
+    for (int ci = 0; ci < p.cin; ++ci) {
+      __syncthreads();  // the previous channel's reads are done
+      stage_channel(p, fallback_stage, it, ci, false, nullptr);
+      cp_async_commit();
+      cp_async_wait<0>();
+      __syncthreads();
+      if (it.active) accumulate_channel_tf32<kFallback>(p, fallback_stage, it.slab_rows, ci, it.tile, acc);
     }
+    fence_proxy_async();  // the stage takes bulk copies again
+    if (it.active) warp_tile_moments(p, it, false, acc, moments);
+    if (t == 0) {
+      warp_moments[warp][g] = moments[0];
+      warp_moments[warp][g + 8] = moments[1];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x < kCout) {
+    Moments<float> m = warp_moments[0][threadIdx.x];
+    for (int wi = 1; wi < kWarps; ++wi) m = merge_moments(m, warp_moments[wi][threadIdx.x]);
+    p.partials[(static_cast<long long>(it.n) * p.tiles + it.tile_index) * kCout + threadIdx.x] = m;
+  }
+  // warp_moments and warp_x_max are written again only after the next step's barrier.
+  init_accumulators<kFast>(p, acc);
 }
 
 // A persistent grid: block b takes items b, b + gridDim.x, ... Its shared-memory stages form one
 // stream of (item, channel) steps, so the next step's slab (the next item's first channel, at an
-// item's end) is in flight while the current one is computed.
+// item's end) is in flight while the current one is converted and computed.
 template <Operands kFast, Operands kFallback>
 __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel(TcParams p) {
+  static_assert(is_half(kFast) && !is_half(kFallback), "fp16 fast path, TF32 fallback");
   extern __shared__ float4 smem_vec[];
-  float* smem = reinterpret_cast<float*>(smem_vec);
+  float* stages = reinterpret_cast<float*>(smem_vec);
+  uint2* packed = reinterpret_cast<uint2*>(stages + kStages * p.stage_floats);  // 16-byte aligned
   __shared__ Moments<float> warp_moments[kWarps][kCout];
-  const int lane = threadIdx.x % 32;
-  const int warp = threadIdx.x / 32;
-  const int g = lane / 4, t = lane % 4;
+  __shared__ unsigned warp_x_max[kWarps];
+  __shared__ uint64_t landed[kStages];  // with bulk copies: phase n of landed[b] = stage b's n-th fill
+  // This thread's share of the conversion: one 4-column group, every pack_row_step-th row.
+  const int pack_quad = threadIdx.x % p.pack_quads;
+  const int pack_row0 = threadIdx.x / p.pack_quads;  // >= pack_row_step: no share
   int item = blockIdx.x;
   if (item >= p.items) return;
 
+  const bool bulk = p.copy16;  // 16-byte aligned runs
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int b = 0; b < kStages; ++b) mbarrier_init(&landed[b]);
+  }
+  __syncthreads();
   Item it = describe_item(p, item);
   int step = 0;  // (item, channel) steps so far; step s uses stage s % kStages
-  stage_channel(p, smem, it, 0);
+  float acc[kRows][2][4];
+  init_accumulators<kFast>(p, acc);  // and again by finish_item
+  stage_channel(p, stages, it, 0, bulk, &landed[0]);
   cp_async_commit();
   while (true) {
     const int next_index = item + gridDim.x;
     const bool has_next = next_index < p.items;
     Item next{};
-    float acc[kRows][2][4];
-    init_accumulators<kFast>(p, acc);
     float x_max = 0.f;
     for (int ci = 0; ci < p.cin; ++ci, ++step) {
-      float* following = smem + ((step + 1) % kStages) * p.stage_floats;
-      // The stage being overwritten was last read in step - 1, which ended at a barrier.
+      // The stage being overwritten was last read by the conversion in step - 1, which ended at a
+      // barrier.
+      float* following = stages + ((step + 1) % kStages) * p.stage_floats;
+      uint64_t* following_landed = &landed[(step + 1) % kStages];
       if (ci + 1 < p.cin) {
-        stage_channel(p, following, it, ci + 1);
+        stage_channel(p, following, it, ci + 1, bulk, following_landed);
       } else if (has_next) {
         next = describe_item(p, next_index);
-        stage_channel(p, following, next, 0);
+        stage_channel(p, following, next, 0, bulk, following_landed);
       }
       if (ci + 1 < p.cin || has_next) {
         cp_async_commit();
@@ -413,48 +559,18 @@ __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel
       } else {
         cp_async_wait<0>();
       }
-      const float* current = smem + (step % kStages) * p.stage_floats;
-      if constexpr (is_half(kFast)) x_max = fmaxf(x_max, staged_abs_max(p, current, it));
+      if (bulk) mbarrier_wait(&landed[step % kStages], (step / kStages) & 1);
+      const float* current = stages + (step % kStages) * p.stage_floats;
+      __syncthreads();  // the stage has landed; every warp is done with the previous converted stage
+      if (pack_row0 < p.pack_row_step)
+        x_max = fmaxf(x_max, convert_channel(p, current, packed, it.slab_rows, pack_quad, pack_row0));
       __syncthreads();
-      if (it.active) accumulate_channel<kFast>(p, current, it.slab_rows, ci, it.tile, acc);
-      __syncthreads();
+      if (it.active) accumulate_channel_half<kFast>(p, packed, ci, it.tile, acc);
     }
 
-    bool half_operands = is_half(kFast);
-    if constexpr (is_half(kFast)) {
-      const bool too_large = __syncthreads_or(!(x_max <= kHalfMax));
-      const bool large_enough = __syncthreads_or(x_max >= kHalfSmallest);
-      if (too_large || !large_enough) {
-        // Recompute this item with TF32 operands in the stage the prefetch does not occupy.
-        float* stage = smem + ((step + 1) % kStages) * p.stage_floats;
-        init_accumulators<kFallback>(p, acc);
-        for (int ci = 0; ci < p.cin; ++ci) {
-          stage_channel(p, stage, it, ci);
-          cp_async_commit();
-          cp_async_wait<0>();
-          __syncthreads();
-          if (it.active) accumulate_channel<kFallback>(p, stage, it.slab_rows, ci, it.tile, acc);
-          __syncthreads();
-        }
-        half_operands = false;
-      }
-    }
-
-    Moments<float> moments[2][2] = {};
-    if (it.active) warp_tile_moments(p, it, half_operands, acc, moments);
-    if (g == 0) {
-#pragma unroll
-      for (int nh = 0; nh < 2; ++nh)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) warp_moments[warp][nh * 8 + 2 * t + e] = moments[nh][e];
-    }
-    __syncthreads();
-    if (threadIdx.x < kCout) {
-      Moments<float> m = warp_moments[0][threadIdx.x];
-      for (int wi = 1; wi < kWarps; ++wi) m = merge_moments(m, warp_moments[wi][threadIdx.x]);
-      p.partials[(static_cast<long long>(it.n) * p.tiles + it.tile_index) * kCout + threadIdx.x] = m;
-    }
-    // warp_moments is written again only after the next item's first barrier.
+    // The stage the prefetch does not occupy was last read by this item's last conversion.
+    finish_item<kFast, kFallback>(p, it, x_max, stages + ((step + 1) % kStages) * p.stage_floats, acc, warp_moments,
+                                  warp_x_max);
     if (!has_next) break;
     item = next_index;
     it = next;
@@ -488,7 +604,16 @@ int stage_floats(const at::Tensor& x) {
   return kKernel * slab_rows * static_cast<int>(x.size(4));
 }
 
-size_t shared_bytes(const at::Tensor& x) { return sizeof(float) * kStages * stage_floats(x); }
+// Entries per converted row: W rounded up to a 4-column group.
+int packed_row(const at::Tensor& x) { return (static_cast<int>(x.size(4)) + 3) / 4 * 4; }
+
+// Rows of the widest band's slab.
+int slab_rows(const at::Tensor& x) { return stage_floats(x) / (kKernel * static_cast<int>(x.size(4))); }
+
+// kStages fp32 stages, then the converted stage: slab rows x packed_row entries.
+size_t shared_bytes(const at::Tensor& x) {
+  return sizeof(float) * kStages * stage_floats(x) + sizeof(uint2) * slab_rows(x) * packed_row(x);
+}
 
 constexpr size_t kMaxSharedBytes = 96 * 1024;  // two blocks per SM with room to spare
 // The accurate mode's error is x's fp16 rounding, which is unbiased and averages out over the S
@@ -514,7 +639,8 @@ bool tensorcore_k4_can_run(const FusedLayer& l, const at::Tensor& x, Precision p
   const Geometry g = geometry(x);
   const int64_t positions = (x.size(2) - kKernel + 1) * static_cast<int64_t>(g.oh) * g.ow;
   if (precision == Precision::kAccurate && positions < kAccurateMinPositions) return false;
-  return g.oh >= kRows && g.ow >= kCols && g.col_tiles <= kWarps && shared_bytes(x) <= kMaxSharedBytes;
+  return g.oh >= kRows && g.ow >= kCols && g.col_tiles <= kWarps && x.size(4) <= kMaxWidth &&
+         shared_bytes(x) <= kMaxSharedBytes;
 }
 
 int tensorcore_k4_tiles(const at::Tensor& x) {
@@ -538,23 +664,26 @@ TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& l, Precision prec
   // fp16: each output channel scaled by 2^e so that max|w| is in [1, 2), exact in either direction.
   const at::Tensor max_abs = w.abs().amax({1, 2, 3, 4});
   const at::Tensor scale = at::where(max_abs > 0, at::exp2(-at::floor(at::log2(max_abs))), at::ones_like(max_abs));
-  // (co = nh*8 + g, ci, kd = 2kp + kk, kh = 2q + s, kw = t) -> (ci, kp, q, nh, lane = 4g + t, (kk, s)):
-  // b0 = {kk 0: s 0, s 1}, b1 = {kk 1: s 0, s 1}
+  // A fragments of m16n8k16, k = 8*pp + 2*kw + kdl: register rho of lane 4g + t holds channel
+  // g + 8*(rho % 2) at kd = 2*(rho / 2) + {0, 1}, kw = t. (co = 8*chh + g, ci, kd = 2*pp + kdl, kh, kw = t)
+  // -> (ci, kh, lane = 4g + t, rho = (pp, chh), kdl)
   const at::Tensor scaled = (w * scale.view({kCout, 1, 1, 1, 1}))
-                                .view({2, 8, cin, 2, 2, 2, 2, kKernel})
-                                .permute({2, 3, 5, 0, 1, 7, 4, 6})
-                                .reshape({cin, 2, 2, 2, 32, 4});
+                                .view({2, 8, cin, 2, 2, kKernel, kKernel})
+                                .permute({2, 5, 1, 6, 3, 0, 4})
+                                .reshape({cin, kKernel, 32, 8});
   const at::Tensor half_parts = split(scaled, [](const at::Tensor& v) { return v.to(at::kHalf); });
-  packed.half_fragments = half_parts.permute({1, 2, 3, 4, 0, 5, 6}).contiguous();  // (ci, kp, q, nh, part, lane, 4)
+  packed.half_fragments = half_parts.permute({1, 2, 0, 3, 4}).contiguous();  // (ci, kh, part, lane, 8)
   packed.half_bias = (bias * scale).contiguous();
   packed.half_unscale = scale.reciprocal().contiguous();
 
-  // TF32 fallback: (co, ci, kd, kh = 2q + s, kw = t) -> (ci, kd, q, nh, lane, s)
+  // TF32 fallback, m16n8k8 with k = kw + 4s for kh = 2q + s: register rho of lane 4g + t holds
+  // channel g + 8*(rho % 2) at kh = 2q + rho / 2, kw = t.
+  // (co = 8*chh + g, ci, kd, kh = 2q + s, kw = t) -> (ci, kd, q, lane, rho = (s, chh))
   const at::Tensor grouped = w.view({2, 8, cin, kKernel, 2, 2, kKernel})
-                                 .permute({2, 3, 4, 0, 1, 6, 5})
-                                 .reshape({cin, kKernel, 2, 2, 32, 2});
+                                 .permute({2, 3, 4, 1, 6, 5, 0})
+                                 .reshape({cin, kKernel, 2, 32, 4});
   const at::Tensor tf32_parts = split(grouped, round_to_tf32);
-  packed.tf32_fragments = tf32_parts.permute({1, 2, 3, 4, 0, 5, 6}).contiguous();  // (ci, kd, q, nh, part, lane, 2)
+  packed.tf32_fragments = tf32_parts.permute({1, 2, 3, 0, 4, 5}).contiguous();  // (ci, kd, q, part, lane, 4)
   packed.bias = bias;
   return packed;
 }
@@ -581,9 +710,12 @@ void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& 
               x.size(0), " has more work items than 32-bit indices reach");
   p.items = static_cast<int>(x.size(0) * tiles);
   p.stage_floats = stage_floats(x);
+  p.packed_row = packed_row(x);
+  p.pack_quads = p.packed_row / 4;
+  p.pack_row_step = kThreads / p.pack_quads;  // >= 1: W <= kMaxWidth (tensorcore_k4_can_run)
   p.copy16 = p.w % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
-  p.half_w = reinterpret_cast<const uint2*>(packed.half_fragments.data_ptr<at::Half>());
-  p.tf32_w = reinterpret_cast<const float2*>(packed.tf32_fragments.data_ptr<float>());
+  p.half_w = reinterpret_cast<const uint4*>(packed.half_fragments.data_ptr<at::Half>());
+  p.tf32_w = reinterpret_cast<const float4*>(packed.tf32_fragments.data_ptr<float>());
   p.half_bias = packed.half_bias.data_ptr<float>();
   p.half_unscale = packed.half_unscale.data_ptr<float>();
   p.bias = packed.bias.data_ptr<float>();
@@ -593,14 +725,14 @@ void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& 
   const auto launch = [&](auto kernel) {
     // Persistent grid: as many blocks as fit on the GPU at once, or one per item if fewer. The
     // occupancy query and the shared-memory attribute are done once per kernel, device and size:
-    // each costs about a microsecond, and B=1 runs in ~30. (Statics per kernel: this lambda's
-    // operator() is instantiated once per kernel.)
+    // each costs about a microsecond, and B=1 runs in ~30. The kernel is part of the key: both
+    // kernels have the same type, so this lambda (and its statics) is shared by them.
     static std::mutex mutex;
-    static std::map<std::pair<int, size_t>, int> blocks_per_sm;  // (device, shared bytes)
+    static std::map<std::tuple<const void*, int, size_t>, int> blocks_per_sm;  // (kernel, device, shared bytes)
     int per_sm = 0;
     {
       std::lock_guard<std::mutex> lock(mutex);
-      const std::pair<int, size_t> key{x.get_device(), smem};
+      const std::tuple<const void*, int, size_t> key{reinterpret_cast<const void*>(kernel), x.get_device(), smem};
       auto found = blocks_per_sm.find(key);
       if (found == blocks_per_sm.end()) {
         if (smem > 48 * 1024)

@@ -10,10 +10,10 @@ namespace fused3d {
 // Weights as per-lane mma fragments: one part (tf32 mode) or hi + lo (accurate mode), in fp16
 // (scaled per output channel by a power of two) for the fast path and in TF32 for the fallback.
 struct TensorcoreWeights {
-  at::Tensor half_fragments;  // (Cin, 4, 2, parts, 32, 4) float16
+  at::Tensor half_fragments;  // (Cin, 4 kh, parts, 32 lanes, 8) float16: m16n8k16 A fragments
   at::Tensor half_bias;       // (16) bias * channel scale
   at::Tensor half_unscale;    // (16) 1 / channel scale
-  at::Tensor tf32_fragments;  // (Cin, 4, 2, 2, parts, 32, 2) float32, TF32-rounded
+  at::Tensor tf32_fragments;  // (Cin, 4 kd, 2 kh pairs, parts, 32 lanes, 4) float32, TF32-rounded
   at::Tensor bias;            // (16), zeros when the conv has no bias
   int parts = 1;
 };
