@@ -48,8 +48,9 @@ constexpr int kCoutTile = 16;           // output channels per pass: accumulator
 constexpr int kPositionsPerThread = 4;  // consecutive output columns per thread
 constexpr int kStripsPerThread = 2;     // strips per thread per tile
 constexpr int kStripsPerTile = kThreads * kStripsPerThread;
-constexpr int kEpilogueThreads = 256;
+constexpr int kEpilogueThreads = 256;  // 8 outputs (a warp each) per block
 static_assert(kThreads % 32 == 0, "whole warps");
+static_assert(kEpilogueThreads % 32 == 0, "the epilogue runs whole warps");
 static_assert(kCoutTile % 4 == 0, "a tap's weights are read as float4");
 static_assert(kCoutTile <= kThreads, "one thread per channel merges the warps' moments");
 
@@ -186,10 +187,21 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// One warp per (n, c) (moments.h: the lanes split the sample's tiles).
 __global__ void groupnorm_mean_epilogue_kernel(EpilogueParams p) {
-  const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= p.batch * p.channels) return;
-  groupnorm_mean_epilogue(p, i / p.channels, static_cast<int>(i % p.channels));
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched as a programmatic dependent of the moments kernel (launch_epilogue): wait for it to
+  // complete and its partials to be visible.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+  const long long i = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  if (i >= p.batch * p.channels) return;  // whole warps: blockDim.x is a multiple of 32
+  const auto all_sum = [](double v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return __shfl_sync(0xffffffffu, v, 0);  // lane 0's sum (its order) to every lane
+  };
+  groupnorm_mean_epilogue(p, i / p.channels, static_cast<int>(i % p.channels), threadIdx.x % 32, 32, all_sum);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -228,10 +240,20 @@ void launch_conv_hardswish_moments(const at::Tensor& x, const at::Tensor& packed
 }
 
 void launch_epilogue(const EpilogueParams& p, cudaStream_t stream) {
-  const long long threads = p.batch * p.channels;
-  const long long blocks = (threads + kEpilogueThreads - 1) / kEpilogueThreads;
-  groupnorm_mean_epilogue_kernel<<<static_cast<unsigned>(blocks), kEpilogueThreads, 0, stream>>>(p);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const long long threads = p.batch * p.channels * 32;  // a warp per output
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>((threads + kEpilogueThreads - 1) / kEpilogueThreads));
+  config.blockDim = dim3(kEpilogueThreads);
+  config.stream = stream;
+  // Programmatic dependent launch (sm_90): the epilogue is scheduled while the moments kernel
+  // finishes and waits for it in griddepcontrol.wait, instead of starting only after it has ended
+  // (RECORD.md, run 22).
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = at::cuda::getCurrentDeviceProperties()->major >= 9 ? 1 : 0;
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, groupnorm_mean_epilogue_kernel, p));
 }
 
 

@@ -85,8 +85,9 @@ struct TcParams {
   long long sample_stride;  // Cin*D*H*W
   int cin, d, h, w;
   int oh, ow;
+  int batch;
   int items;  // B * tiles (< 2^31, checked)
-  int row_tiles, col_tiles, band_row_tiles, bands, tiles;  // tiles = items per sample = OD * bands
+  int row_tiles, col_tiles, band_row_tiles, bands, ods, tiles;  // tiles = items per sample = OD * bands
   int stage_floats;                                       // one fp32 stage: 4 planes x slab rows x W
   int packed_row;                                         // entries per converted row: W rounded up to 4
   int pack_quads;                                         // packed_row / 4: 4-column groups per row
@@ -142,6 +143,15 @@ __device__ __forceinline__ void mma_f16(float (&d)[4], const uint4& a, const uin
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b.x), "r"(b.y));
 }
+// d = a * b + {c.x, c.x, c.y, c.y}: an accumulator's first MMA starts from the bias (channels g and
+// g + 8) instead of 8 moves per output row and item (80 per thread and item; RECORD.md, run 21).
+__device__ __forceinline__ void mma_f16_from(float (&d)[4], const uint4& a, const uint2& b, const float2& c) {
+  asm(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%10,%11,%11};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b.x), "r"(b.y), "f"(c.x), "f"(c.y));
+}
 
 __device__ __forceinline__ void cp_async16(float* smem, const float* gmem) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -189,40 +199,43 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
 
 // acc += this channel's contribution, from the converted (fp16) stage. The B fragments of input row
 // r of the warp tile (columns g+t and g+8+t) feed output rows j = r - kh, kh = 0..3, each with the
-// weights of that kh. All 13 rows' fragments are loaded first (26 registers of 8 bytes: 2 loads per
-// row instead of 52 loads and 48 conversions per kd pair before); then the MMAs run kh by kh and
-// part by part over all 20 accumulators, so successive updates of one accumulator are 20 MMAs
-// apart (r by r, they were 8 apart: ncu's top stall was 'wait' on the MMAs, 17% of samples).
-template <Operands kOps>
+// weights of that kh (A, 4 registers per kh and weight part, loaded once per channel). So the loop
+// runs over input rows, and each row's two fragments (two 8-byte shared loads) feed up to
+// 4 x 2 x parts MMAs; only a row of fragments is live at a time (loading all 13 rows first, run 16,
+// held 52 registers and gained nothing; RECORD.md, run 22).
+// kFirst: the item's first channel, whose first MMA per accumulator (kh 0, the first part) starts
+// from `bias` instead of the accumulator.
+template <Operands kOps, bool kFirst>
 __device__ __forceinline__ void accumulate_channel_half(const TcParams& p, const uint2* packed, int ci,
-                                                        const WarpTile& tile, float (&acc)[kRows][2][4]) {
+                                                        const WarpTile& tile, const float2& bias,
+                                                        float (&acc)[kRows][2][4]) {
   constexpr int kParts = weight_parts(kOps);
   const int lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const uint4* w = p.half_w + ci * kKernel * kParts * 32 + lane;
   uint4 a[kKernel][kParts];  // [kh][part]
 #pragma unroll
-  for (int part = 0; part < kParts; ++part) a[0][part] = __ldg(w + part * 32);
+  for (int kh = 0; kh < kKernel; ++kh)
+#pragma unroll
+    for (int part = 0; part < kParts; ++part) a[kh][part] = __ldg(w + (kh * kParts + part) * 32);
   const uint2* column = packed + tile.slab_row * p.packed_row + tile.ow0 + g + t;
-  uint2 b[kInputRows][2];  // [input row][n8 half]
 #pragma unroll
   for (int r = 0; r < kInputRows; ++r) {
-    b[r][0] = column[r * p.packed_row];
-    b[r][1] = column[r * p.packed_row + 8];
-  }
+    const uint2 b[2] = {column[r * p.packed_row], column[r * p.packed_row + 8]};  // [n8 half]
 #pragma unroll
-  for (int kh = 0; kh < kKernel; ++kh) {
-    if (kh + 1 < kKernel) {  // the next kh's weights load while this kh's MMAs run
+    for (int kh = 0; kh < kKernel; ++kh) {
+      const int j = r - kh;
+      if (j < 0 || j >= kRows) continue;
 #pragma unroll
-      for (int part = 0; part < kParts; ++part) a[kh + 1][part] = __ldg(w + ((kh + 1) * kParts + part) * 32);
+      for (int part = kParts - 1; part >= 0; --part)  // lo part first
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          if (kFirst && kh == 0 && part == kParts - 1)  // r == j: the accumulator's first MMA
+            mma_f16_from(acc[j][half], a[kh][part], b[half], bias);
+          else
+            mma_f16(acc[j][half], a[kh][part], b[half]);
+        }
     }
-#pragma unroll
-    for (int part = kParts - 1; part >= 0; --part)  // lo part first
-#pragma unroll
-      for (int j = 0; j < kRows; ++j) {
-        mma_f16(acc[j][0], a[kh][part], b[j + kh][0]);
-        mma_f16(acc[j][1], a[kh][part], b[j + kh][1]);
-      }
   }
 }
 
@@ -262,7 +275,44 @@ __device__ __forceinline__ void accumulate_channel_tf32(const TcParams& p, const
   }
 }
 
-// What one work item (sample n, output depth od, band of row tiles) covers, and this warp's tile.
+// A work item: sample n, output depth od, band of row tiles. The persistent grid walks items
+// gridDim.x apart; that stride is kept in the same mixed radix (n, od, band), so the next item is a
+// few adds and compares (item / tiles and tile / bands cost ~130 instructions per item; run 21).
+struct ItemCoords {
+  int n, od, band;
+};
+
+__device__ __forceinline__ ItemCoords item_coords(const TcParams& p, int item) {
+  const int n = item / p.tiles;
+  const int tile_index = item - n * p.tiles;
+  const int od = tile_index / p.bands;
+  return {n, od, tile_index - od * p.bands};
+}
+
+// c + stride, both in (n, od < ods, band < bands).
+__device__ __forceinline__ ItemCoords next_item(const TcParams& p, ItemCoords c, const ItemCoords& stride) {
+  c.band += stride.band;
+  if (c.band >= p.bands) {
+    c.band -= p.bands;
+    ++c.od;
+  }
+  c.od += stride.od;
+  if (c.od >= p.ods) {
+    c.od -= p.ods;
+    ++c.n;
+  }
+  c.n += stride.n;
+  return c;
+}
+
+// This warp's place in a band, the same for every item: its row tile within the band and its
+// column tile.
+struct WarpPlace {
+  int band_row;
+  int col_tile;
+};
+
+// What one work item covers, and this warp's tile.
 struct Item {
   const float* sample;
   int n;
@@ -273,30 +323,23 @@ struct Item {
   WarpTile tile;
 };
 
-// 32-bit index math (the host checks that B * tiles < 2^31): a 64-bit division is a ~70-instruction
-// subroutine, and this runs once per item.
-__device__ __forceinline__ Item describe_item(const TcParams& p, int item) {
+__device__ __forceinline__ Item describe_item(const TcParams& p, const ItemCoords& c, const WarpPlace& place) {
   Item it{};
-  it.n = item / p.tiles;
-  it.tile_index = item - it.n * p.tiles;
-  it.sample = p.x + static_cast<long long>(it.n) * p.sample_stride;
-  it.od = it.tile_index / p.bands;
-  const int band = it.tile_index - it.od * p.bands;
-  const int first_row_tile = band * p.band_row_tiles;
+  it.n = c.n;
+  it.od = c.od;
+  it.tile_index = c.od * p.bands + c.band;
+  it.sample = p.x + static_cast<long long>(c.n) * p.sample_stride;
+  const int first_row_tile = c.band * p.band_row_tiles;
   const int band_row_tiles = min(p.band_row_tiles, p.row_tiles - first_row_tile);
   it.slab_row0 = tile_origin(first_row_tile, p.oh, kRows);
   it.slab_rows = tile_origin(first_row_tile + band_row_tiles - 1, p.oh, kRows) + kInputRows - it.slab_row0;
-  const int warp = threadIdx.x / 32;
-  it.active = warp < band_row_tiles * p.col_tiles;
-  if (it.active) {
-    const int row_tile = first_row_tile + warp / p.col_tiles;
-    const int col_tile = warp - (warp / p.col_tiles) * p.col_tiles;
-    const int oh0 = tile_origin(row_tile, p.oh, kRows);
-    it.tile.ow0 = tile_origin(col_tile, p.ow, kCols);
-    it.tile.slab_row = oh0 - it.slab_row0;
-    it.tile.duplicate_rows = row_tile * kRows - oh0;
-    it.tile.duplicate_cols = col_tile * kCols - it.tile.ow0;
-  }
+  it.active = place.band_row < band_row_tiles;
+  const int row_tile = first_row_tile + place.band_row;
+  const int oh0 = tile_origin(row_tile, p.oh, kRows);
+  it.tile.ow0 = tile_origin(place.col_tile, p.ow, kCols);
+  it.tile.slab_row = oh0 - it.slab_row0;
+  it.tile.duplicate_rows = row_tile * kRows - oh0;
+  it.tile.duplicate_cols = place.col_tile * kCols - it.tile.ow0;
   return it;
 }
 
@@ -504,7 +547,6 @@ __device__ __forceinline__ void finish_item(const TcParams& p, const Item& it, f
     p.partials[(static_cast<long long>(it.n) * p.tiles + it.tile_index) * kCout + threadIdx.x] = m;
   }
   // warp_moments and warp_x_max are written again only after the next step's barrier.
-  init_accumulators<kFast>(p, acc);
 }
 
 // A persistent grid: block b takes items b, b + gridDim.x, ... Its shared-memory stages form one
@@ -513,6 +555,11 @@ __device__ __forceinline__ void finish_item(const TcParams& p, const Item& it, f
 template <Operands kFast, Operands kFallback>
 __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel(TcParams p) {
   static_assert(is_half(kFast) && !is_half(kFallback), "fp16 fast path, TF32 fallback");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The epilogue (launched as a programmatic dependent) may be scheduled now; it waits for this
+  // grid's completion before reading anything.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
   extern __shared__ float4 smem_vec[];
   float* stages = reinterpret_cast<float*>(smem_vec);
   uint2* packed = reinterpret_cast<uint2*>(stages + kStages * p.stage_floats);  // 16-byte aligned
@@ -522,8 +569,14 @@ __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel
   // This thread's share of the conversion: one 4-column group, every pack_row_step-th row.
   const int pack_quad = threadIdx.x % p.pack_quads;
   const int pack_row0 = threadIdx.x / p.pack_quads;  // >= pack_row_step: no share
-  int item = blockIdx.x;
-  if (item >= p.items) return;
+  if (static_cast<int>(blockIdx.x) >= p.items) return;
+  const int warp = threadIdx.x / 32;
+  const WarpPlace place{warp / p.col_tiles, warp % p.col_tiles};
+  const ItemCoords stride = item_coords(p, gridDim.x);
+  ItemCoords coords = item_coords(p, blockIdx.x);
+  // The channel's bias (scaled as the fp16 accumulators are), for the item's first MMAs.
+  const int g = (threadIdx.x % 32) / 4;
+  const float2 bias{p.half_bias[g], p.half_bias[g + 8]};
 
   const bool bulk = p.copy16;  // 16-byte aligned runs
   if (threadIdx.x == 0) {
@@ -531,15 +584,14 @@ __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel
     for (int b = 0; b < kStages; ++b) mbarrier_init(&landed[b]);
   }
   __syncthreads();
-  Item it = describe_item(p, item);
+  Item it = describe_item(p, coords, place);
   int step = 0;  // (item, channel) steps so far; step s uses stage s % kStages
-  float acc[kRows][2][4];
-  init_accumulators<kFast>(p, acc);  // and again by finish_item
+  float acc[kRows][2][4];  // set by each item's first MMAs
   stage_channel(p, stages, it, 0, bulk, &landed[0]);
   cp_async_commit();
   while (true) {
-    const int next_index = item + gridDim.x;
-    const bool has_next = next_index < p.items;
+    const ItemCoords next_coords = next_item(p, coords, stride);
+    const bool has_next = next_coords.n < p.batch;
     Item next{};
     float x_max = 0.f;
     for (int ci = 0; ci < p.cin; ++ci, ++step) {
@@ -550,7 +602,7 @@ __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel
       if (ci + 1 < p.cin) {
         stage_channel(p, following, it, ci + 1, bulk, following_landed);
       } else if (has_next) {
-        next = describe_item(p, next_index);
+        next = describe_item(p, next_coords, place);
         stage_channel(p, following, next, 0, bulk, following_landed);
       }
       if (ci + 1 < p.cin || has_next) {
@@ -565,14 +617,19 @@ __global__ void __launch_bounds__(kThreads, 2) conv_k4_tensorcore_moments_kernel
       if (pack_row0 < p.pack_row_step)
         x_max = fmaxf(x_max, convert_channel(p, current, packed, it.slab_rows, pack_quad, pack_row0));
       __syncthreads();
-      if (it.active) accumulate_channel_half<kFast>(p, packed, ci, it.tile, acc);
+      if (it.active) {
+        if (ci == 0)
+          accumulate_channel_half<kFast, true>(p, packed, ci, it.tile, bias, acc);
+        else
+          accumulate_channel_half<kFast, false>(p, packed, ci, it.tile, bias, acc);
+      }
     }
 
     // The stage the prefetch does not occupy was last read by this item's last conversion.
     finish_item<kFast, kFallback>(p, it, x_max, stages + ((step + 1) % kStages) * p.stage_floats, acc, warp_moments,
                                   warp_x_max);
     if (!has_next) break;
-    item = next_index;
+    coords = next_coords;
     it = next;
   }
 }
@@ -705,7 +762,9 @@ void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& 
   p.col_tiles = g.col_tiles;
   p.band_row_tiles = g.band_row_tiles;
   p.bands = g.bands;
+  p.ods = static_cast<int>(x.size(2)) - kKernel + 1;
   p.tiles = tiles;
+  p.batch = static_cast<int>(x.size(0));
   TORCH_CHECK(x.size(0) * static_cast<long long>(tiles) < std::numeric_limits<int>::max(), "fused3d: batch ",
               x.size(0), " has more work items than 32-bit indices reach");
   p.items = static_cast<int>(x.size(0) * tiles);

@@ -71,19 +71,14 @@ FUSED3D_HOST_DEVICE float hardswish_gate(float y) { return fminf(fmaxf(fmaf(y, 1
 FUSED3D_HOST_DEVICE float hardswish(float y) { return y * hardswish_gate(y); }
 
 // Per-(sample, channel) partial moments live in a (B, tiles, C) array of Moments<float>, one entry
-// per spatial tile of one sample. This turns them into out[n, c]. Merges run in double: B*C*(C/G)*tiles
-// merges are nothing next to the convolution, and double keeps the epilogue out of the error budget.
-FUSED3D_HOST_DEVICE double channel_mean_from_tiles(const Moments<float>* sample_partials, int tiles,
-                                                   int channels, int c, Moments<double>* merged) {
-  Moments<double> acc{0.0, 0.0, 0.0};
-  for (int t = 0; t < tiles; ++t) {
-    const Moments<float>& p = sample_partials[t * channels + c];
-    acc = merge_moments(acc, Moments<double>{p.count, p.mean, p.m2});
-  }
-  *merged = acc;
-  return acc.mean;
-}
-
+// per spatial tile of one sample. The epilogue turns them into out[n, c], in double, by two passes
+// over a group's (channel, tile) entries rather than a chain of Chan merges: the exact identity
+//   M2 = sum_t (m2_t + n_t (mean_t - mean)^2),   mean = sum_t n_t mean_t / sum_t n_t
+// needs no division per entry, its terms are non-negative (nothing cancels), and the entries can be
+// split among the lanes of a warp: on the GPU lane l of the warp that owns (n, c) reads tiles
+// l, l + 32, ..., so a sample's partials arrive in one or two rounds of loads instead of a chain of
+// 52 dependent loads and double divisions (the Chan-merge thread-per-output epilogue took ~7 us of
+// B=1's 27; RECORD.md, run 22). The CPU runs the same code as one lane. Fixed order: deterministic.
 struct EpilogueParams {
   const Moments<float>* partials;  // (B, tiles, C)
   const float* gamma;              // (C) or nullptr: no affine
@@ -96,24 +91,43 @@ struct EpilogueParams {
   double eps;
 };
 
-// out[n, c] for one (n, c). The group's moments are merged channel by channel in ascending order.
-FUSED3D_HOST_DEVICE void groupnorm_mean_epilogue(const EpilogueParams& p, long long n, int c) {
+// out[n, c], computed by `lanes` cooperating lanes (this is `lane`): each sums the entries of its
+// tiles; all_sum(v) returns the sum of v over the lanes, the same value to every lane (on the CPU,
+// one lane: v itself). Lane 0 writes the result.
+template <typename AllSum>
+FUSED3D_HOST_DEVICE void groupnorm_mean_epilogue(const EpilogueParams& p, long long n, int c, int lane, int lanes,
+                                                 AllSum all_sum) {
   const Moments<float>* sample = p.partials + n * p.tiles * p.channels;
   const int per_group = p.channels / p.groups;
   const int first = (c / per_group) * per_group;
-  Moments<double> group{0.0, 0.0, 0.0};
-  double channel_mean = 0.0;
-  for (int k = first; k < first + per_group; ++k) {
-    Moments<double> ch;
-    const double mean = channel_mean_from_tiles(sample, p.tiles, p.channels, k, &ch);
-    if (k == c) channel_mean = mean;
-    group = merge_moments(group, ch);
-  }
-  const double var = group.m2 / group.count;
+  double count = 0.0, weighted = 0.0, channel_count = 0.0, channel_weighted = 0.0;  // sums of n_t, n_t mean_t
+  for (int k = first; k < first + per_group; ++k)
+    for (int t = lane; t < p.tiles; t += lanes) {
+      const Moments<float>& q = sample[t * p.channels + k];
+      const double w = double(q.count) * q.mean;
+      count += q.count;
+      weighted += w;
+      if (k == c) {
+        channel_count += q.count;
+        channel_weighted += w;
+      }
+    }
+  count = all_sum(count);
+  const double group_mean = all_sum(weighted) / count;
+  const double channel_mean = all_sum(channel_weighted) / all_sum(channel_count);
+  double m2 = 0.0;
+  for (int k = first; k < first + per_group; ++k)
+    for (int t = lane; t < p.tiles; t += lanes) {
+      const Moments<float>& q = sample[t * p.channels + k];
+      const double d = double(q.mean) - group_mean;
+      m2 += q.m2 + q.count * d * d;
+    }
+  const double var = all_sum(m2) / count;
+  if (lane != 0) return;
   const double inv_std = 1.0 / sqrt(var + p.eps);
   const double scale = p.gamma ? double(p.gamma[c]) : 1.0;
   const double shift = p.beta ? double(p.beta[c]) : 0.0;
-  p.out[n * p.channels + c] = float(scale * (channel_mean - group.mean) * inv_std + shift);
+  p.out[n * p.channels + c] = float(scale * (channel_mean - group_mean) * inv_std + shift);
 }
 
 }  // namespace fused3d

@@ -41,6 +41,8 @@ def time_cuda(fn, inputs, runs, warmup=5):
         fn(inputs[i % len(inputs)])
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
     stops = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
+    for event in starts + stops:  # events are created at their first record: not inside a timing
+        event.record()
     torch.cuda.synchronize()
     for i in range(runs):
         starts[i].record()

@@ -1,0 +1,183 @@
+// Probe: does wgmma m64n16k16 (A from registers, B from shared memory through a descriptor) give
+// the fragment layouts the fast kernel assumes, and how many fp16 tensor FLOPs per second do
+// wgmma m64n16k16 and mma.sync m16n8k16 reach on this GPU? (docs/OPTIMIZATION.md quotes the rates.)
+//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a tools/probes/mma_rate.cu -o mma_rate && ./mma_rate
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#define CHECK(call)                                                                   \
+  do {                                                                                \
+    cudaError_t e = (call);                                                           \
+    if (e != cudaSuccess) {                                                           \
+      std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e)); \
+      std::exit(1);                                                                   \
+    }                                                                                 \
+  } while (0)
+
+__device__ __forceinline__ uint64_t descriptor(const void* smem, unsigned leading_bytes, unsigned stride_bytes) {
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  return (uint64_t((address & 0x3FFFF) >> 4)) | (uint64_t(leading_bytes >> 4) << 16) |
+         (uint64_t(stride_bytes >> 4) << 32);
+}
+
+__device__ __forceinline__ void wgmma_m64n16k16(float (&d)[8], const uint32_t (&a)[4], uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void fence_operand(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// B (K 16 x N 16, fp16) K-major, no swizzle: core matrix (nb, kb) = 8 rows n x 8 k (16 bytes a row)
+// at byte (2 * nb + kb) * 128: leading (K) offset 128, stride (N) offset 256.
+__device__ __forceinline__ int b_offset(int k, int n) { return (2 * (n / 8) + k / 8) * 64 + (n % 8) * 8 + k % 8; }
+
+// D = A (64 x 16) * B (16 x 16), A row-major, B as b[k][n].
+__global__ void layout_kernel(const __half* a, const __half* b, float* d) {
+  __shared__ alignas(128) __half b_smem[256];
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) b_smem[b_offset(i / 16, i % 16)] = b[i];
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int row = 16 * warp + g;
+  uint32_t af[4];
+  const auto pair = [&](int r, int k) {
+    __half2 h = __halves2half2(a[r * 16 + k], a[r * 16 + k + 1]);
+    return *reinterpret_cast<uint32_t*>(&h);
+  };
+  af[0] = pair(row, 2 * t);
+  af[1] = pair(row + 8, 2 * t);
+  af[2] = pair(row, 2 * t + 8);
+  af[3] = pair(row + 8, 2 * t + 8);
+  float acc[8] = {};
+  wgmma_fence();
+  wgmma_m64n16k16(acc, af, descriptor(b_smem, 128, 256), 0);
+  wgmma_commit();
+  wgmma_wait0();
+  fence_operand(acc);
+  for (int i = 0; i < 2; ++i) {
+    d[row * 16 + 8 * i + 2 * t] = acc[4 * i];
+    d[row * 16 + 8 * i + 2 * t + 1] = acc[4 * i + 1];
+    d[(row + 8) * 16 + 8 * i + 2 * t] = acc[4 * i + 2];
+    d[(row + 8) * 16 + 8 * i + 2 * t + 1] = acc[4 * i + 3];
+  }
+}
+
+constexpr int kAccSets = 10;  // independent accumulators per warp, as in a 10-row warp tile
+constexpr int kIters = 4096;
+
+__global__ void __launch_bounds__(128) wgmma_rate_kernel(float* sink) {
+  __shared__ alignas(128) __half b_smem[256];
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) b_smem[i] = __float2half(0.001f * (i % 7));
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  __syncthreads();
+  uint32_t a[4] = {0x3c003c00u, 0x3c003c00u, 0x3c003c00u, threadIdx.x};
+  float acc[kAccSets][8] = {};
+  const uint64_t desc = descriptor(b_smem, 128, 256);
+  for (int it = 0; it < kIters; ++it) {
+#pragma unroll
+    for (int s = 0; s < kAccSets; ++s) fence_operand(acc[s]);
+    wgmma_fence();
+#pragma unroll
+    for (int s = 0; s < kAccSets; ++s) wgmma_m64n16k16(acc[s], a, desc, 1);
+    wgmma_commit();
+    wgmma_wait0();
+#pragma unroll
+    for (int s = 0; s < kAccSets; ++s) fence_operand(acc[s]);
+  }
+  float s = 0;
+  for (int i = 0; i < kAccSets; ++i)
+    for (int j = 0; j < 8; ++j) s += acc[i][j];
+  if (s == 12345.f) sink[0] = s;
+}
+
+__global__ void __launch_bounds__(128) mma_sync_rate_kernel(float* sink) {
+  uint32_t a[4] = {0x3c003c00u, 0x3c003c00u, 0x3c003c00u, threadIdx.x};
+  uint32_t b[2] = {0x1c001c00u, threadIdx.x};
+  float acc[kAccSets][2][4] = {};
+  for (int it = 0; it < kIters; ++it) {
+#pragma unroll
+    for (int s = 0; s < kAccSets; ++s)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+            : "+f"(acc[s][h][0]), "+f"(acc[s][h][1]), "+f"(acc[s][h][2]), "+f"(acc[s][h][3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+  float s = 0;
+  for (int i = 0; i < kAccSets; ++i)
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < 4; ++j) s += acc[i][h][j];
+  if (s == 12345.f) sink[0] = s;
+}
+
+int main() {
+  // Layout check against a float reference.
+  std::vector<__half> a(64 * 16), b(16 * 16);
+  std::vector<float> af(a.size()), bf(b.size()), d(64 * 16), ref(64 * 16, 0.f);
+  srand(1);
+  for (size_t i = 0; i < a.size(); ++i) af[i] = __half2float(a[i] = __float2half((rand() % 17 - 8) / 8.f));
+  for (size_t i = 0; i < b.size(); ++i) bf[i] = __half2float(b[i] = __float2half((rand() % 13 - 6) / 4.f));
+  for (int m = 0; m < 64; ++m)
+    for (int n = 0; n < 16; ++n)
+      for (int k = 0; k < 16; ++k) ref[m * 16 + n] += af[m * 16 + k] * bf[k * 16 + n];
+  __half *da, *db;
+  float* dd;
+  CHECK(cudaMalloc(&da, a.size() * 2));
+  CHECK(cudaMalloc(&db, b.size() * 2));
+  CHECK(cudaMalloc(&dd, d.size() * 4));
+  CHECK(cudaMemcpy(da, a.data(), a.size() * 2, cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(db, b.data(), b.size() * 2, cudaMemcpyHostToDevice));
+  CHECK(cudaMemset(dd, 0xFF, d.size() * 4));  // NaN poison
+  layout_kernel<<<1, 128>>>(da, db, dd);
+  CHECK(cudaGetLastError());
+  CHECK(cudaMemcpy(d.data(), dd, d.size() * 4, cudaMemcpyDeviceToHost));
+  int bad = 0;
+  for (size_t i = 0; i < d.size(); ++i)
+    if (!(std::fabs(d[i] - ref[i]) <= 1e-3f)) ++bad;
+  std::printf("layout: %s (%d of %zu wrong; d[0..3] %g %g %g %g ref %g %g %g %g)\n", bad ? "WRONG" : "ok", bad,
+              d.size(), d[0], d[1], d[2], d[3], ref[0], ref[1], ref[2], ref[3]);
+
+  cudaDeviceProp prop;
+  CHECK(cudaGetDeviceProperties(&prop, 0));
+  cudaEvent_t start, stop;
+  CHECK(cudaEventCreate(&start));
+  CHECK(cudaEventCreate(&stop));
+  for (int per_sm : {1, 2, 3, 4}) {
+    const int blocks = prop.multiProcessorCount * per_sm;
+    for (int kind = 0; kind < 2; ++kind) {
+      float best = 1e30f;
+      for (int rep = 0; rep < 5; ++rep) {
+        CHECK(cudaEventRecord(start));
+        if (kind == 0)
+          wgmma_rate_kernel<<<blocks, 128>>>(dd);
+        else
+          mma_sync_rate_kernel<<<blocks, 128>>>(dd);
+        CHECK(cudaEventRecord(stop));
+        CHECK(cudaEventSynchronize(stop));
+        float ms;
+        CHECK(cudaEventElapsedTime(&ms, start, stop));
+        best = std::fmin(best, ms);
+      }
+      // Per block: 4 warps x kIters x kAccSets x (16 positions x 16 channels x 16 k) MACs.
+      const double flops = 2.0 * blocks * 4 * double(kIters) * kAccSets * 16 * 16 * 16;
+      std::printf("%-9s blocks/SM %d: %.3f ms, %.0f TFLOP/s\n", kind == 0 ? "wgmma" : "mma.sync", per_sm, best,
+                  flops / (best * 1e-3) / 1e12);
+    }
+  }
+  return 0;
+}
