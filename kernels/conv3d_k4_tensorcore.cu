@@ -13,7 +13,8 @@
 // rows, one per kh; the weights (A, 4 registers per kh) stay in registers for the channel.
 //
 // Shared memory. Each input channel's slab (4 planes x the band's input rows x W, fp32) is staged
-// by cp.async, two stages deep; then all threads convert it once into that B layout: entry
+// by bulk copies (TMA; cp.async where the runs are not 16-byte aligned), two stages deep; then all
+// threads convert it once into that B layout: entry
 // (row, col) = {half2(plane 0, plane 1), half2(plane 2, plane 3)}, 8 bytes, rows of W rounded up
 // to 4 entries. The conversion reads every staged value once, which is also where the fp16 range
 // check happens; the MMA loop does no conversion and no address arithmetic beyond one add per row.
