@@ -247,7 +247,7 @@ void launch_epilogue(const EpilogueParams& p, cudaStream_t stream) {
   config.stream = stream;
   // Programmatic dependent launch (sm_90): the epilogue is scheduled while the moments kernel
   // finishes and waits for it in griddepcontrol.wait, instead of starting only after it has ended
-  // (RECORD.md, run 22).
+  // (RECORD.md, run 23).
   cudaLaunchAttribute attribute{};
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
