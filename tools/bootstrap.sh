@@ -9,7 +9,7 @@
 # virtual environment with the pinned torch wheel from PyPI (libtorch comes from it), kept in
 # $FUSED3D_VENV (default ~/.cache/fused3d/venv-torch-<version>) so later runs reuse it.
 # FUSED3D_PYTHON=<python with torch> skips the venv (the GPU machine, which has torch and no network).
-# FUSED3D_CUDA_ARCH sets CMAKE_CUDA_ARCHITECTURES (default 90: H100/H200).
+# FUSED3D_CUDA_ARCH sets CMAKE_CUDA_ARCHITECTURES (default 90a: H100/H200).
 set -euo pipefail
 TORCH_VERSION=2.11.0   # CUDA 13.0 build on PyPI: matches nvcc 13.x here and the GPU machine's torch
 mode=${1:-run}
@@ -50,7 +50,7 @@ fi
 # 3. build
 mkdir -p build && log=build/configure.log
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$python" \
-  -DCMAKE_CUDA_ARCHITECTURES="${FUSED3D_CUDA_ARCH:-90}" >"$log" 2>&1 || { cat "$log"; exit 1; }
+  -DCMAKE_CUDA_ARCHITECTURES="${FUSED3D_CUDA_ARCH:-90a}" >"$log" 2>&1 || { cat "$log"; exit 1; }
 cmake --build build
 
 # 4. the job

@@ -39,6 +39,17 @@ def _kernel_digest():
     return h.hexdigest()[:16]
 
 
+def _arch_flags():
+    """sm_90a on Hopper, as the executable's default build: the tensor-core kernel moves registers
+    between its warp roles with setmaxnreg, which only the arch-specific target has. Elsewhere, or
+    when TORCH_CUDA_ARCH_LIST is set, torch chooses."""
+    if os.environ.get("TORCH_CUDA_ARCH_LIST") or not torch.cuda.is_available():
+        return []
+    if torch.cuda.get_device_capability() == (9, 0):
+        return ["-gencode=arch=compute_90a,code=sm_90a"]
+    return []
+
+
 def load_extension(verbose=False):
     """Builds (or loads from cache) the extension; registers torch.ops.fused3d.forward."""
     global _loaded
@@ -52,7 +63,7 @@ def load_extension(verbose=False):
         cuda_sources=["".join(f'#include "{unit}"\n' for unit in CUDA_UNITS)],
         extra_include_paths=[KERNELS],
         extra_cflags=["-O3"],
-        extra_cuda_cflags=["-O3", "-lineinfo"],
+        extra_cuda_cflags=["-O3", "-lineinfo"] + _arch_flags(),
         is_python_module=False,
         verbose=verbose,
     )
