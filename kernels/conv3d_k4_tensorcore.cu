@@ -81,9 +81,9 @@ constexpr int kMmaWarpsPerBlock = kGroups * kWarps;
 constexpr int kThreads = kGroups * (kMmaThreads + kProducerThreads);
 constexpr int kStages = 2;   // fp32 stages per group (input channels in flight)
 constexpr int kPacked = 2;   // converted (fp16) stages per group (3 gained nothing: runs 27, 30)
-// Items whose warp moments can be pending merge at once: a warp can finish at most kPacked items
-// beyond the one the slowest warp is merging (see finish_item).
-constexpr int kMomentSlots = kPacked + 1;
+// Items whose warp moments can be in shared memory at once: warp 0 merges item i at the end of
+// item i + 1, and no warp gets more than kPacked items beyond that (see consume_items).
+constexpr int kMomentSlots = kPacked + 2;
 // Registers: one block per SM starts at 65536 / kThreads = 128 per thread; then the producer
 // warpgroup gives registers back (setmaxnreg, sm_90a) and the MMA warpgroups take them. 152 / 56
 // made the producers spill: tf32 0.327 ms against 0.300 at 144 / 80, accurate the same (run 27).
@@ -209,6 +209,8 @@ __device__ __forceinline__ unsigned shared_address(const void* p) {
 __device__ __forceinline__ void mbarrier_init(unsigned bar, unsigned arrivals) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(arrivals) : "memory");
 }
+// Barrier i of an array of them at shared address `barriers`.
+__device__ __forceinline__ unsigned barrier_at(unsigned barriers, int i) { return barriers + i * sizeof(uint64_t); }
 // Release: this thread's earlier shared-memory writes are seen by whoever waits for the phase.
 __device__ __forceinline__ void mbarrier_arrive(unsigned bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
@@ -559,21 +561,34 @@ __device__ __forceinline__ void warp_tile_moments(const TcParams& p, const Item&
   }
 }
 
-// Where the warp tiles' moments of an item meet: slot item % kMomentSlots of the group. The last
-// warp to arrive (counted in `arrived`) merges them in warp order: no warp waits for another at an
-// item's end (a barrier there took 6% of the MMA warps' stall samples; run 29).
+// Where the warp tiles' moments of an item meet: slot item % kMomentSlots of the group. Phase k of
+// barrier `written` + slot completes when every MMA thread of the group has written item
+// k * kMomentSlots + slot (arrivals: kMmaThreads); warp 0 then merges it (merge_item). No warp waits
+// for another at an item's end: a block barrier there took 6% of the MMA warps' stall samples
+// (run 29), and warp 0's wait comes an item late, when the others are long done.
 struct MomentSlots {
   Moments<float> (*warp_moments)[kWarps][kCout];  // [kMomentSlots]
-  int* arrived;                                   // [kMomentSlots]
+  unsigned written;                               // shared address of uint64_t[kMomentSlots]
 };
+
+// Warp 0: the item in `slot` (its `use`-th item there), merged in warp order into one Moments per
+// channel, written to the item's partials. partial: the item's index in (B, tiles).
+__device__ __forceinline__ void merge_item(const TcParams& p, const MomentSlots& slots, int slot, int use,
+                                           long long partial) {
+  const int lane = threadIdx.x % 32;
+  mbarrier_wait(barrier_at(slots.written, slot), use & 1);
+  if (lane < kCout) {
+    const Moments<float>(&item_moments)[kWarps][kCout] = slots.warp_moments[slot];
+    Moments<float> m = item_moments[0][lane];
+    for (int wi = 1; wi < kWarps; ++wi) m = merge_moments(m, item_moments[wi][lane]);
+    p.partials[partial * kCout + lane] = m;
+  }
+}
 
 // The end of an item, once its last channel's MMAs are done: the fp16 range verdict (x_max is
 // max|x| over every value the producers converted for the item, the same for all MMA warps of the
 // group), the TF32 recomputation where it failed (rare), the warp tile's moments into the item's
-// slot; the last warp there merges the item's and writes one Moments per channel.
-// A slot is reused kMomentSlots items later. Its merge is done then: the merging warp reaches its
-// next MMAs only after the merge, and without its drain the producers stay within kPacked steps,
-// so no warp gets beyond the kPacked-th item after it (each item has at least one step).
+// slot.
 template <Operands kFast, Operands kFallback>
 __device__ __forceinline__ void finish_item(const TcParams& p, const Item& it, float x_max, int slot, int warp,
                                             const MomentSlots& slots, float (&acc)[kRows][2][4]) {
@@ -591,26 +606,11 @@ __device__ __forceinline__ void finish_item(const TcParams& p, const Item& it, f
   } else if (it.active) {
     warp_tile_moments(p, it, true, acc, moments);
   }
-  Moments<float> (&item_moments)[kWarps][kCout] = slots.warp_moments[slot];
   if (t == 0) {
-    item_moments[warp][g] = moments[0];
-    item_moments[warp][g + 8] = moments[1];
+    slots.warp_moments[slot][warp][g] = moments[0];
+    slots.warp_moments[slot][warp][g + 8] = moments[1];
   }
-  __syncwarp();  // the warp's moments are written before lane 0 counts the warp in
-  int last = 0;
-  if (lane == 0) {
-    __threadfence_block();  // release: this warp's moments before its count
-    last = atomicAdd(&slots.arrived[slot], 1) == kWarps - 1;
-    __threadfence_block();  // acquire: the other warps' moments after their counts
-  }
-  if (!__shfl_sync(0xffffffffu, last, 0)) return;
-  __syncwarp();  // lane 0's view before the other lanes' reads
-  if (lane < kCout) {
-    Moments<float> m = item_moments[0][lane];
-    for (int wi = 1; wi < kWarps; ++wi) m = merge_moments(m, item_moments[wi][lane]);
-    p.partials[(static_cast<long long>(it.n) * p.tiles + it.tile_index) * kCout + lane] = m;
-  }
-  if (lane == 0) slots.arrived[slot] = 0;
+  mbarrier_arrive(barrier_at(slots.written, slot));
 }
 
 // One group's shared state: its fp32 stages, its converted stages, and the barriers between them.
@@ -627,7 +627,6 @@ struct GroupPipeline {
   unsigned drained;    // uint64_t[kPacked]
   unsigned (*x_max)[kProducerWarps];
 };
-__device__ __forceinline__ unsigned barrier_at(unsigned barriers, int i) { return barriers + i * sizeof(uint64_t); }
 
 // A group's items: item group_index, group_index + groups, ... (groups = gridDim.x * kGroups, and
 // group_index = blockIdx.x + group * gridDim.x, so small batches spread over SMs first).
@@ -706,7 +705,14 @@ __device__ __forceinline__ void consume_items(const TcParams& p, int group, int 
   Item it = describe_item(p, coords, place);
   int step = 0;
   float acc[kRows][2][4];  // set by each item's first MMAs
-  for (int slot = 0;; slot = slot + 1 < kMomentSlots ? slot + 1 : 0) {
+  // Warp 0 merges each item at the end of the next (and the last one after the loop). A slot is
+  // written again kMomentSlots items later, after that merge: warp 0 drains no step of item i + 2
+  // before merging item i, the producers stay within kPacked steps of its drains, and every item
+  // has at least one step, so no warp finishes an item beyond i + 1 + kPacked < i + kMomentSlots.
+  long long pending_partial = -1;  // warp 0: the item to merge next, as index into (B, tiles)
+  int pending_slot = 0, pending_use = 0;
+  for (int item = 0;; ++item) {
+    const int slot = item % kMomentSlots;
     unsigned x_max = 0;
     for (int ci = 0; ci < p.cin; ++ci, ++step) {
       const int b = step % kPacked;
@@ -723,10 +729,17 @@ __device__ __forceinline__ void consume_items(const TcParams& p, int group, int 
       mbarrier_arrive(barrier_at(pipe.drained, b));
     }
     finish_item<kFast, kFallback>(p, it, __uint_as_float(x_max), slot, warp, slots, acc);
+    if (warp == 0) {
+      if (pending_partial >= 0) merge_item(p, slots, pending_slot, pending_use, pending_partial);
+      pending_partial = static_cast<long long>(it.n) * p.tiles + it.tile_index;
+      pending_slot = slot;
+      pending_use = item / kMomentSlots;
+    }
     coords = next_item(p, coords, stride);
     if (coords.n >= p.batch) break;
     it = describe_item(p, coords, place);
   }
+  if (warp == 0) merge_item(p, slots, pending_slot, pending_use, pending_partial);
 }
 
 // A persistent grid of one block per SM, each running kGroups independent item streams; within a
@@ -744,7 +757,7 @@ __global__ void __launch_bounds__(kThreads, 1) conv_k4_tensorcore_moments_kernel
   __shared__ uint64_t landed[kGroups][kStages], converted[kGroups][kPacked], drained[kGroups][kPacked];
   __shared__ unsigned x_max[kGroups][kPacked][kProducerWarps];
   __shared__ Moments<float> warp_moments[kGroups][kMomentSlots][kWarps][kCout];
-  __shared__ int arrived[kGroups][kMomentSlots];
+  __shared__ uint64_t written[kGroups][kMomentSlots];
   if (threadIdx.x == 0) {
     for (int q = 0; q < kGroups; ++q) {
       for (int b = 0; b < kStages; ++b) mbarrier_init(shared_address(&landed[q][b]), 1);
@@ -752,7 +765,7 @@ __global__ void __launch_bounds__(kThreads, 1) conv_k4_tensorcore_moments_kernel
         mbarrier_init(shared_address(&converted[q][b]), kProducerThreads);
         mbarrier_init(shared_address(&drained[q][b]), kMmaThreads);
       }
-      for (int slot = 0; slot < kMomentSlots; ++slot) arrived[q][slot] = 0;
+      for (int slot = 0; slot < kMomentSlots; ++slot) mbarrier_init(shared_address(&written[q][slot]), kMmaThreads);
     }
   }
   __syncthreads();
@@ -773,7 +786,7 @@ __global__ void __launch_bounds__(kThreads, 1) conv_k4_tensorcore_moments_kernel
     produce_items(p, group, threadIdx.x - kMmaWarpsPerBlock * 32 - group * kProducerThreads, pipe);
   } else {
     claim_registers<kMmaRegisters>();
-    consume_items<kFast, kFallback>(p, group, warp - group * kWarps, pipe, MomentSlots{warp_moments[group], arrived[group]});
+    consume_items<kFast, kFallback>(p, group, warp - group * kWarps, pipe, MomentSlots{warp_moments[group], shared_address(written[group])});
   }
 }
 
