@@ -50,6 +50,18 @@ TEST_F(FusedCuda, StandardLayerOnThreeInputDistributions) {
 // by different amounts (1, 3, 9 rows; 0, 11 columns: more than 8 masks both of a lane's columns).
 // The tf32 mode takes the tensor-core path at these sizes; the accurate mode, below 8192 output
 // positions per sample, the float32 kernel (its bound then holds either way).
+// A random layer and input of `spec`: the tensor-core path must take it (tf32 mode), and each mode
+// asked for must match native and float64.
+void expect_tensorcore_path_matches(const LayerSpec& spec, at::Generator& gen, at::Device cuda, bool accurate_too) {
+  SCOPED_TRACE(to_string(spec));
+  const FusedLayer layer = random_layer(spec, gen);
+  const at::Tensor x = random_input(spec, gen);
+  ASSERT_NE(fused_kernel_name(x.to(cuda), layer_to(layer, cuda, at::kFloat), Precision::kTF32).find("tensor-core"),
+            std::string::npos);
+  if (accurate_too) expect_matches_references(layer, x, cuda, kFloat32Bound, Precision::kAccurate);
+  expect_matches_references(layer, x, cuda, kTF32Bound, Precision::kTF32);
+}
+
 TEST_F(FusedCuda, TensorcorePathTileOverlapsInBothModes) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(15);
   const LayerSpec specs[] = {{3, 2, 16, 4, {4, 4, 4}, {5, 14, 19}, true, true},
@@ -64,15 +76,7 @@ TEST_F(FusedCuda, TensorcorePathTileOverlapsInBothModes) {
     ASSERT_NE(fused_kernel_name(x, layer_to(random_layer(big, g2), cuda_, at::kFloat), Precision::kAccurate).find("tensor-core"),
               std::string::npos);
   }
-  for (const LayerSpec& spec : specs) {
-    SCOPED_TRACE(to_string(spec));
-    const FusedLayer layer = random_layer(spec, gen);
-    const at::Tensor x = random_input(spec, gen);
-    ASSERT_NE(fused_kernel_name(x.to(cuda_), layer_to(layer, cuda_, at::kFloat), Precision::kTF32).find("tensor-core"),
-              std::string::npos);
-    expect_matches_references(layer, x, cuda_, kFloat32Bound, Precision::kAccurate);
-    expect_matches_references(layer, x, cuda_, kTF32Bound, Precision::kTF32);
-  }
+  for (const LayerSpec& spec : specs) expect_tensorcore_path_matches(spec, gen, cuda_, /*accurate_too=*/true);
 }
 
 // The launcher sets the kernels' shared-memory limit once per shape. The limit belongs to the
@@ -83,14 +87,7 @@ TEST_F(FusedCuda, TensorcoreShapesRunInAnyOrder) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(22);
   const LayerSpec larger{2, 2, 16, 4, {4, 4, 4}, {8, 60, 19}, true, true};
   const LayerSpec smaller{2, 2, 16, 4, {4, 4, 4}, {8, 20, 32}, true, true};
-  for (const LayerSpec& spec : {larger, smaller, larger}) {
-    SCOPED_TRACE(to_string(spec));
-    const FusedLayer layer = random_layer(spec, gen);
-    const at::Tensor x = random_input(spec, gen);
-    ASSERT_NE(fused_kernel_name(x.to(cuda_), layer_to(layer, cuda_, at::kFloat), Precision::kTF32).find("tensor-core"),
-              std::string::npos);
-    expect_matches_references(layer, x, cuda_, kTF32Bound, Precision::kTF32);
-  }
+  for (const LayerSpec& spec : {larger, smaller, larger}) expect_tensorcore_path_matches(spec, gen, cuda_, false);
 }
 
 // The fast path holds x in fp16; blocks whose inputs leave fp16's range (above 65504, or all below
