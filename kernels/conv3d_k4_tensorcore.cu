@@ -37,8 +37,8 @@
 // in each group, kProducerWarps producer warps stage step s+1 and convert step s while the kWarps
 // MMA warps compute step s-1; they hand converted stages over through mbarriers (`converted`,
 // `drained`), never a block-wide barrier, so staging, conversion and MMAs overlap (before, all
-// warps of a block did all three in turn between barriers: 0.507 -> 0.426 ms accurate, 0.389 ->
-// 0.300 ms tf32; RECORD.md, runs 27-30). The producers need few registers and the MMA warps many:
+// warps of a block did all three in turn between barriers: 0.507 -> 0.416 ms accurate, 0.389 ->
+// 0.303 ms tf32; RECORD.md, runs 27 and 32). The producers need few registers and the MMA warps many:
 // setmaxnreg moves them (sm_90a; kMmaRegisters, kProducerRegisters). Warp w of a group computes
 // one warp tile (kRows output rows x 16 columns, two n8 MMAs); edge tiles shift back to stay inside
 // the input and leave the duplicate rows/columns out of the statistics. Each item writes its own
@@ -402,15 +402,16 @@ __device__ __forceinline__ Item describe_item(const TcParams& p, const ItemCoord
   return it;
 }
 
+// The address of channel ci's slab in x: plane od, the slab's first row.
+__device__ __forceinline__ const float* channel_slab(const TcParams& p, const Item& it, int ci) {
+  return it.sample + (static_cast<long long>(ci * p.d + it.od) * p.h + it.slab_row0) * p.w;
+}
+
 // Stage input channel ci of an item: 4 planes (od .. od+3) x slab_rows rows x W, each plane one
 // contiguous run in global memory and in the stage. With bulk copies (16-byte aligned runs) producer
 // thread 0 issues the four runs and they complete a phase of `landed`; otherwise every producer
 // thread issues cp.async of 16 or 4 bytes in plain loops (unrolled, the runtime trip count cost
 // ~100 instructions per channel per warp; the bulk copies save the ~50 that remain; RECORD.md).
-// The address of channel ci's slab in x: plane od, the slab's first row.
-__device__ __forceinline__ const float* channel_slab(const TcParams& p, const Item& it, int ci) {
-  return it.sample + (static_cast<long long>(ci * p.d + it.od) * p.h + it.slab_row0) * p.w;
-}
 
 __device__ __forceinline__ void stage_channel(const TcParams& p, float* stage, const Item& it, int ci, bool bulk,
                                               int thread, unsigned landed) {
