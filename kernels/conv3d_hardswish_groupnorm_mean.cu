@@ -196,12 +196,7 @@ __global__ void groupnorm_mean_epilogue_kernel(EpilogueParams p) {
 #endif
   const long long i = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   if (i >= p.batch * p.channels) return;  // whole warps: blockDim.x is a multiple of 32
-  const auto all_sum = [](double v) {
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return __shfl_sync(0xffffffffu, v, 0);  // lane 0's sum (its order) to every lane
-  };
-  groupnorm_mean_epilogue(p, i / p.channels, static_cast<int>(i % p.channels), threadIdx.x % 32, 32, all_sum);
+  groupnorm_mean_epilogue_warp(p, i);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -342,16 +337,19 @@ ConvShape conv_shape(const at::Tensor& x, const FusedLayer& layer) {
 
 
 // ------------------------------------------------------------------------------------------------
-// Entry: checks (shapes in the messages), then the two launches on the current stream.
+// Entry: checks (shapes in the messages), then the launches on the current stream: moments kernel
+// and epilogue kernel, or for the tensor-core path at B = 1 one kernel that does both.
 
 std::string fused_cuda_kernel_name(const FusedLayer& layer, const at::Tensor& x, Precision precision) {
   using namespace general_kernel;  // this file's internals
   if (!tensorcore_k4_can_run(layer, x, precision))
     return x.scalar_type() == at::kFloat ? "general (float32 CUDA cores)"
                                          : "general (" + dtype_name(x.scalar_type()) + " in, float32 CUDA cores)";
-  return precision == Precision::kAccurate
-             ? "tensor-core k4, accurate (x fp16, weights split hi+lo fp16; TF32 where x is out of fp16 range)"
-             : "tensor-core k4, tf32 (x and weights fp16, 11 significant bits as TF32; TF32 where x is out of fp16 range)";
+  const std::string name =
+      precision == Precision::kAccurate
+          ? "tensor-core k4, accurate (x fp16, weights split hi+lo fp16; TF32 where x is out of fp16 range)"
+          : "tensor-core k4, tf32 (x and weights fp16, 11 significant bits as TF32; TF32 where x is out of fp16 range)";
+  return tensorcore_k4_runs_epilogue(x.size(0)) ? name + "; epilogue in the same kernel" : name;
 }
 
 void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Precision precision, at::Tensor& out) {
@@ -384,16 +382,33 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Pr
   const PackedEntry packed = packed_weights(layer, precision, tensorcore);
   static_assert(sizeof(Moments<float>) == 3 * sizeof(float), "partials are viewed as floats");
   const at::TensorOptions float_options = x.options().dtype(at::kFloat);
+
+  // The epilogue computes in double and writes float32; a float16 / bfloat16 result is rounded
+  // from that once (a (B, Cout) copy).
+  const at::Tensor gamma = as_float32(layer.gamma), beta = as_float32(layer.beta);
+  at::Tensor out32 = out.scalar_type() == at::kFloat ? out : at::empty({batch, cout}, float_options);
+  EpilogueParams p{};
+  p.gamma = gamma.defined() ? gamma.data_ptr<float>() : nullptr;
+  p.beta = beta.defined() ? beta.data_ptr<float>() : nullptr;
+  p.out = out32.data_ptr<float>();
+  p.batch = batch;
+  p.channels = static_cast<int>(cout);
+  p.groups = static_cast<int>(layer.norm_groups);
+  p.eps = layer.eps;
+
   at::Tensor partials;
-  int tiles = 0;
+  bool epilogue_done = false;
   if (tensorcore) {
-    tiles = tensorcore_k4_tiles(x);
-    partials = at::empty({batch, tiles, cout, 3}, float_options);
-    launch_tensorcore_k4_moments(x, packed.tc, partials, tiles, stream);
+    p.tiles = tensorcore_k4_tiles(x);
+    partials = at::empty({batch, p.tiles, cout, 3}, float_options);
+    p.partials = reinterpret_cast<const Moments<float>*>(partials.data_ptr<float>());
+    epilogue_done = tensorcore_k4_runs_epilogue(batch);
+    launch_tensorcore_k4_moments(x, packed.tc, partials, p.tiles, epilogue_done ? &p : nullptr, stream);
   } else {
     const ConvShape s = conv_shape(x, layer);
-    tiles = s.tiles;
-    partials = at::empty({batch, tiles, cout, 3}, float_options);
+    p.tiles = s.tiles;
+    partials = at::empty({batch, p.tiles, cout, 3}, float_options);
+    p.partials = reinterpret_cast<const Moments<float>*>(partials.data_ptr<float>());
     switch (x.scalar_type()) {
       case at::kFloat: launch_conv_hardswish_moments<float>(x, packed.general_w, packed.general_b, s, partials, stream); break;
       case at::kHalf: launch_conv_hardswish_moments<at::Half>(x, packed.general_w, packed.general_b, s, partials, stream); break;
@@ -402,21 +417,7 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Pr
     }
   }
 
-  // The epilogue computes in double and writes float32; a float16 / bfloat16 result is rounded
-  // from that once (a (B, Cout) copy).
-  const at::Tensor gamma = as_float32(layer.gamma), beta = as_float32(layer.beta);
-  at::Tensor out32 = out.scalar_type() == at::kFloat ? out : at::empty({batch, cout}, float_options);
-  EpilogueParams p{};
-  p.partials = reinterpret_cast<const Moments<float>*>(partials.data_ptr<float>());
-  p.gamma = gamma.defined() ? gamma.data_ptr<float>() : nullptr;
-  p.beta = beta.defined() ? beta.data_ptr<float>() : nullptr;
-  p.out = out32.data_ptr<float>();
-  p.batch = batch;
-  p.tiles = tiles;
-  p.channels = static_cast<int>(cout);
-  p.groups = static_cast<int>(layer.norm_groups);
-  p.eps = layer.eps;
-  launch_epilogue(p, stream);
+  if (!epilogue_done) launch_epilogue(p, stream);
   if (!out32.is_same(out)) out.copy_(out32);
 }
 

@@ -59,6 +59,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <utility>
 
 namespace fused3d {
 // Named rather than anonymous: the Python extension (tools/fused3d_torch.py) compiles both .cu
@@ -94,8 +95,13 @@ constexpr int kInputRows = kRows + kKernel - 1;
 constexpr int kMaxWidth = 16 * kWarps + kKernel - 1;  // W at the widest OW the path takes
 constexpr float kHalfMax = 65504.f;             // largest finite fp16
 constexpr float kHalfSmallest = 1.f / 1024.f;   // below, fp16 keeps too few bits: use TF32
-// Named barriers (0 is __syncthreads): one per group's producers. The MMA warps use none.
+// Named barriers (0 is __syncthreads): one per group's producers, and one for all MMA warps of
+// the block, used once at the end when the kernel runs the epilogue.
 constexpr int kProducerBarrier = 1;
+constexpr int kMmaBarrier = kProducerBarrier + kGroups;
+// The kernel runs the epilogue itself up to this many outputs (B x 16): each MMA warp computes at
+// most two, about a microsecond each. More would run longer than the epilogue kernel does.
+constexpr int kRunsEpilogueMaxOutputs = 2 * kMmaWarpsPerBlock;
 static_assert(kKernel == 4, "the fragment mappings take kw = t (0..3), kd in plane pairs, kh in pairs (TF32)");
 static_assert(kCout == 16, "the weights are the m16 operand");
 static_assert(kCols == 16, "two n8 MMAs per output row");
@@ -107,7 +113,7 @@ static_assert(kMmaWarpsPerBlock * 32 * kMmaRegisters + kGroups * kProducerThread
               "the reallocated registers fit the register file");
 static_assert(kMmaRegisters % 8 == 0 && kProducerRegisters % 8 == 0, "setmaxnreg counts are multiples of 8");
 static_assert((kMaxWidth + 3) / 4 <= kProducerThreads, "the conversion gives each 4-column group at least one thread");
-static_assert(kProducerBarrier + kGroups <= 16, "16 hardware barriers per block");
+static_assert(kMmaBarrier < 16, "16 hardware barriers per block");
 
 enum class Operands { kHalfSplit, kHalf, kTf32Split, kTf32 };
 __host__ __device__ constexpr bool is_half(Operands o) { return o == Operands::kHalfSplit || o == Operands::kHalf; }
@@ -133,6 +139,10 @@ struct TcParams {
   const float* half_unscale; // 1 / channel scale (16)
   const float* bias;         // (16)
   Moments<float>* partials;  // (B, tiles, 16)
+  // B = 1 (tensorcore_k4_runs_epilogue): the block that finishes last runs the epilogue; the
+  // counter of finished blocks is the stream's own (done_counter). Otherwise done_blocks is null.
+  EpilogueParams epilogue;
+  unsigned* done_blocks;
 };
 
 // Where a warp tile sits: rows [oh0, oh0 + kRows) of the output, columns [ow0, ow0 + 16).
@@ -263,19 +273,33 @@ __device__ __forceinline__ void claim_registers() {
 // held 52 registers and gained nothing; RECORD.md, run 22).
 // kFirst: the item's first channel, whose first MMA per accumulator (kh 0, the first part) starts
 // from `bias` instead of the accumulator.
-template <Operands kOps, bool kFirst>
-__device__ __forceinline__ void accumulate_channel_half(const TcParams& p, const uint2* packed, int ci,
-                                                        const WarpTile& tile, const float2& bias,
-                                                        float (&acc)[kRows][2][4]) {
+template <Operands kOps>
+struct ChannelWeights {
+  uint4 a[kKernel][weight_parts(kOps)];  // [kh][part]: A fragments
+};
+
+// Channel ci's A fragments. The MMA warps load them before they wait for the channel's converted
+// stage: the load's latency passes during the wait instead of before the channel's first MMA.
+template <Operands kOps>
+__device__ __forceinline__ ChannelWeights<kOps> load_channel_weights(const TcParams& p, int ci) {
   constexpr int kParts = weight_parts(kOps);
-  const int lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const uint4* w = p.half_w + ci * kKernel * kParts * 32 + lane;
-  uint4 a[kKernel][kParts];  // [kh][part]
+  const uint4* w = p.half_w + ci * kKernel * kParts * 32 + threadIdx.x % 32;
+  ChannelWeights<kOps> weights;
 #pragma unroll
   for (int kh = 0; kh < kKernel; ++kh)
 #pragma unroll
-    for (int part = 0; part < kParts; ++part) a[kh][part] = __ldg(w + (kh * kParts + part) * 32);
+    for (int part = 0; part < kParts; ++part) weights.a[kh][part] = __ldg(w + (kh * kParts + part) * 32);
+  return weights;
+}
+
+template <Operands kOps, bool kFirst>
+__device__ __forceinline__ void accumulate_channel_half(const TcParams& p, const uint2* packed,
+                                                        const ChannelWeights<kOps>& weights, const WarpTile& tile,
+                                                        const float2& bias, float (&acc)[kRows][2][4]) {
+  constexpr int kParts = weight_parts(kOps);
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const uint4 (&a)[kKernel][kParts] = weights.a;
   const uint2* column = packed + tile.slab_row * p.packed_row + tile.ow0 + g + t;
 #pragma unroll
   for (int r = 0; r < kInputRows; ++r) {
@@ -572,17 +596,34 @@ struct MomentSlots {
   unsigned written;                               // shared address of uint64_t[kMomentSlots]
 };
 
-// Warp 0: the item in `slot` (its `use`-th item there), merged in warp order into one Moments per
-// channel, written to the item's partials. partial: the item's index in (B, tiles).
+// Warp 0: the item in `slot` (its `use`-th item there), its warp tiles' moments merged into one
+// Moments per channel and written to the item's partials. partial: the item's index in (B, tiles).
+// The merge is the two-pass identity of moments.h (count-weighted mean, then M2 from each tile's
+// deviation), not a chain of Chan merges: one division instead of five dependent ones. Warp 0 does
+// it while the group's other warps start the next item, and a group drains its stages at the pace
+// of its slowest warp: the shorter merge took tf32 from 0.303 to 0.292 ms (RECORD.md, run 35).
 __device__ __forceinline__ void merge_item(const TcParams& p, const MomentSlots& slots, int slot, int use,
                                            long long partial) {
   const int lane = threadIdx.x % 32;
   mbarrier_wait(barrier_at(slots.written, slot), use & 1);
   if (lane < kCout) {
-    const Moments<float>(&item_moments)[kWarps][kCout] = slots.warp_moments[slot];
-    Moments<float> m = item_moments[0][lane];
-    for (int wi = 1; wi < kWarps; ++wi) m = merge_moments(m, item_moments[wi][lane]);
-    p.partials[partial * kCout + lane] = m;
+    Moments<float> w[kWarps];
+#pragma unroll
+    for (int wi = 0; wi < kWarps; ++wi) w[wi] = slots.warp_moments[slot][wi][lane];
+    float count = 0.f, weighted = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < kWarps; ++wi) {
+      count += w[wi].count;  // a warp without a tile wrote zeros: it adds nothing
+      weighted = fmaf(w[wi].count, w[wi].mean, weighted);
+    }
+    const float mean = weighted / count;  // count > 0: warp 0 always has a tile
+    float m2 = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < kWarps; ++wi) {
+      const float d = w[wi].mean - mean;
+      m2 += fmaf(w[wi].count * d, d, w[wi].m2);
+    }
+    p.partials[partial * kCout + lane] = {count, mean, m2};
   }
 }
 
@@ -717,15 +758,16 @@ __device__ __forceinline__ void consume_items(const TcParams& p, int group, int 
     unsigned x_max = 0;
     for (int ci = 0; ci < p.cin; ++ci, ++step) {
       const int b = step % kPacked;
+      const ChannelWeights<kFast> weights = load_channel_weights<kFast>(p, ci);
       mbarrier_wait(barrier_at(pipe.converted, b), (step / kPacked) & 1);
 #pragma unroll
       for (int w = 0; w < kProducerWarps; ++w) x_max = max(x_max, pipe.x_max[b][w]);
       const uint2* packed = pipe.packed + b * p.packed_entries;
       if (it.active) {
         if (ci == 0)
-          accumulate_channel_half<kFast, true>(p, packed, ci, it.tile, bias, acc);
+          accumulate_channel_half<kFast, true>(p, packed, weights, it.tile, bias, acc);
         else
-          accumulate_channel_half<kFast, false>(p, packed, ci, it.tile, bias, acc);
+          accumulate_channel_half<kFast, false>(p, packed, weights, it.tile, bias, acc);
       }
       mbarrier_arrive(barrier_at(pipe.drained, b));
     }
@@ -741,6 +783,24 @@ __device__ __forceinline__ void consume_items(const TcParams& p, int group, int 
     it = describe_item(p, coords, place);
   }
   if (warp == 0) merge_item(p, slots, pending_slot, pending_use, pending_partial);
+}
+
+// B = 1: the GroupNorm-mean epilogue at the end of this kernel, by the MMA warps of the block that
+// finishes last, instead of by a second kernel. B = 1 takes ~13 us of host time per call against
+// ~10-13 us on the GPU, so its time follows the host's; one launch fewer takes ~5 us of it (RECORD.md,
+// run 37). The threadFenceReduction pattern: every MMA thread fences its writes (warp 0's partials)
+// before its block counts itself done, and the last block fences again before it reads them.
+__device__ __forceinline__ void epilogue_in_last_block(const TcParams& p) {
+  __shared__ bool last;
+  __threadfence();
+  named_barrier(kMmaBarrier, kMmaWarpsPerBlock * 32);
+  if (threadIdx.x == 0) last = atomicAdd(p.done_blocks, 1u) == gridDim.x - 1;
+  named_barrier(kMmaBarrier, kMmaWarpsPerBlock * 32);
+  if (!last) return;
+  __threadfence();
+  const long long outputs = p.epilogue.batch * p.epilogue.channels;
+  for (long long i = threadIdx.x / 32; i < outputs; i += kMmaWarpsPerBlock) groupnorm_mean_epilogue_warp(p.epilogue, i);
+  if (threadIdx.x == 0) *p.done_blocks = 0;  // for the next launch on this stream
 }
 
 // A persistent grid of one block per SM, each running kGroups independent item streams; within a
@@ -788,6 +848,7 @@ __global__ void __launch_bounds__(kThreads, 1) conv_k4_tensorcore_moments_kernel
   } else {
     claim_registers<kMmaRegisters>();
     consume_items<kFast, kFallback>(p, group, warp - group * kWarps, pipe, MomentSlots{warp_moments[group], shared_address(written[group])});
+    if (p.done_blocks != nullptr) epilogue_in_last_block(p);
   }
 }
 
@@ -903,8 +964,30 @@ TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& l, Precision prec
   return packed;
 }
 
+bool tensorcore_k4_runs_epilogue(int64_t batch) {
+  using namespace tensorcore_kernel;  // this file's internals
+  return batch * kCout <= kRunsEpilogueMaxOutputs;
+}
+
+namespace {
+// The count of finished blocks for kernels that run the epilogue, one per (device, stream): launches
+// on one stream run one after another, and each leaves it at zero for the next. Allocated on first
+// use and kept for the process (4 bytes per stream).
+unsigned* done_counter(int device, cudaStream_t stream) {
+  static std::mutex mutex;
+  static std::map<std::pair<int, cudaStream_t>, unsigned*> counters;
+  std::lock_guard<std::mutex> lock(mutex);
+  unsigned*& counter = counters[{device, stream}];
+  if (counter == nullptr) {
+    C10_CUDA_CHECK(cudaMalloc(&counter, sizeof(unsigned)));
+    C10_CUDA_CHECK(cudaMemsetAsync(counter, 0, sizeof(unsigned), stream));
+  }
+  return counter;
+}
+}  // namespace
+
 void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& packed, at::Tensor& partials,
-                                  int tiles, cudaStream_t stream) {
+                                  int tiles, const EpilogueParams* epilogue, cudaStream_t stream) {
   using namespace tensorcore_kernel;  // this file's internals
   const Geometry g = geometry(x);
   TcParams p{};
@@ -938,6 +1021,10 @@ void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& 
   p.half_unscale = packed.half_unscale.data_ptr<float>();
   p.bias = packed.bias.data_ptr<float>();
   p.partials = reinterpret_cast<Moments<float>*>(partials.data_ptr<float>());
+  if (epilogue != nullptr) {
+    p.epilogue = *epilogue;
+    p.done_blocks = done_counter(x.get_device(), stream);
+  }
 
   const size_t smem = shared_bytes(x);
   const auto launch = [&](auto kernel) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "fused_layer.h"
+#include "moments.h"
 
 #include <cuda_runtime.h>
 
@@ -22,8 +23,11 @@ bool tensorcore_k4_can_run(const FusedLayer& layer, const at::Tensor& x, Precisi
 TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& layer, Precision precision);
 // Blocks per sample, each writing one Moments per channel.
 int tensorcore_k4_tiles(const at::Tensor& x);
-// partials: (B, tiles, 16) Moments<float> viewed as (B, tiles, 16, 3) floats.
+// Whether the moments kernel also runs the GroupNorm-mean epilogue (its last block) at this batch.
+bool tensorcore_k4_runs_epilogue(int64_t batch);
+// partials: (B, tiles, 16) Moments<float> viewed as (B, tiles, 16, 3) floats. epilogue: the
+// epilogue's parameters when tensorcore_k4_runs_epilogue(B), else nullptr.
 void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& packed, at::Tensor& partials,
-                                  int tiles, cudaStream_t stream);
+                                  int tiles, const EpilogueParams* epilogue, cudaStream_t stream);
 
 }  // namespace fused3d

@@ -130,4 +130,17 @@ FUSED3D_HOST_DEVICE void groupnorm_mean_epilogue(const EpilogueParams& p, long l
   p.out[n * p.channels + c] = float(scale * (channel_mean - group_mean) * inv_std + shift);
 }
 
+#if defined(__CUDACC__)
+// out[n, c] for output i = n * channels + c, by the 32 lanes of the calling warp: the epilogue
+// kernel's warps, and the last block of the tensor-core kernel when it runs the epilogue itself.
+__device__ __forceinline__ void groupnorm_mean_epilogue_warp(const EpilogueParams& p, long long i) {
+  const auto all_sum = [](double v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return __shfl_sync(0xffffffffu, v, 0);  // lane 0's sum (its order) to every lane
+  };
+  groupnorm_mean_epilogue(p, i / p.channels, static_cast<int>(i % p.channels), threadIdx.x % 32, 32, all_sum);
+}
+#endif
+
 }  // namespace fused3d

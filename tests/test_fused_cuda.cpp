@@ -5,6 +5,8 @@
 #include "test_support.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/cuda.h>
 
 #include <cuda_runtime_api.h>
@@ -88,6 +90,35 @@ TEST_F(FusedCuda, TensorcoreShapesRunInAnyOrder) {
   const LayerSpec larger{2, 2, 16, 4, {4, 4, 4}, {8, 60, 19}, true, true};
   const LayerSpec smaller{2, 2, 16, 4, {4, 4, 4}, {8, 20, 32}, true, true};
   for (const LayerSpec& spec : {larger, smaller, larger}) expect_tensorcore_path_matches(spec, gen, cuda_, false);
+}
+
+// At B = 1 the tensor-core kernel runs the epilogue itself (its last block), with a count of
+// finished blocks per stream that every launch must leave at zero for the next: were it left
+// nonzero, no block would run the next epilogue and the NaN-poisoned output would stay unwritten.
+// Both modes against native and float64, then repeated runs on two streams, bitwise equal.
+TEST_F(FusedCuda, SingleSampleRunsTheEpilogueInTheMomentsKernel) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(23);
+  const LayerSpec spec{1, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
+  const FusedLayer layer = random_layer(spec, gen);
+  const at::Tensor x = random_input(spec, gen);
+  expect_matches_references(layer, x, cuda_, kFloat32Bound, Precision::kAccurate);
+  expect_matches_references(layer, x, cuda_, kTF32Bound, Precision::kTF32);
+  const FusedLayer on_gpu = layer_to(layer, cuda_, at::kFloat);
+  const at::Tensor xc = x.to(cuda_);
+  for (const Precision precision : {Precision::kAccurate, Precision::kTF32}) {
+    ASSERT_NE(fused_kernel_name(xc, on_gpu, precision).find("epilogue in the same kernel"), std::string::npos);
+    const at::Tensor first = fused_forward(xc, on_gpu, precision);
+    const auto expect_repeats = [&](const char* where) {
+      for (int i = 0; i < 20; ++i) {
+        at::Tensor out = at::full({1, spec.cout}, NAN, xc.options());
+        fused_forward_out(xc, on_gpu, precision, out);
+        ASSERT_TRUE(at::equal(out, first)) << where << ", run " << i;
+      }
+    };
+    expect_repeats("default stream");
+    const c10::cuda::CUDAStreamGuard other(c10::cuda::getStreamFromPool());
+    expect_repeats("second stream");
+  }
 }
 
 // The fast path holds x in fp16; blocks whose inputs leave fp16's range (above 65504, or all below
