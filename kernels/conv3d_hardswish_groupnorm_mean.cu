@@ -196,7 +196,7 @@ __global__ void groupnorm_mean_epilogue_kernel(EpilogueParams p) {
 #endif
   const long long i = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   if (i >= p.batch * p.channels) return;  // whole warps: blockDim.x is a multiple of 32
-  groupnorm_mean_epilogue_warp(p, i);
+  groupnorm_mean_epilogue_lanes<32>(p, i);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -99,8 +99,8 @@ constexpr float kHalfSmallest = 1.f / 1024.f;   // below, fp16 keeps too few bit
 // the block, used once at the end when the kernel runs the epilogue.
 constexpr int kProducerBarrier = 1;
 constexpr int kMmaBarrier = kProducerBarrier + kGroups;
-// The kernel runs the epilogue itself up to this many outputs (B x 16): each MMA warp computes at
-// most two, about a microsecond each. More would run longer than the epilogue kernel does.
+// The kernel runs the epilogue itself up to this many outputs (B x 16): one per half-warp of the
+// MMA warps, all at once. More would take rounds, and longer than the epilogue kernel does.
 constexpr int kRunsEpilogueMaxOutputs = 2 * kMmaWarpsPerBlock;
 static_assert(kKernel == 4, "the fragment mappings take kw = t (0..3), kd in plane pairs, kh in pairs (TF32)");
 static_assert(kCout == 16, "the weights are the m16 operand");
@@ -799,7 +799,8 @@ __device__ __forceinline__ void epilogue_in_last_block(const TcParams& p) {
   if (!last) return;
   __threadfence();
   const long long outputs = p.epilogue.batch * p.epilogue.channels;
-  for (long long i = threadIdx.x / 32; i < outputs; i += kMmaWarpsPerBlock) groupnorm_mean_epilogue_warp(p.epilogue, i);
+  for (long long i = threadIdx.x / 16; i < outputs; i += 2 * kMmaWarpsPerBlock)  // a half-warp per output
+    groupnorm_mean_epilogue_lanes<16>(p.epilogue, i);
   if (threadIdx.x == 0) *p.done_blocks = 0;  // for the next launch on this stream
 }
 

@@ -131,15 +131,21 @@ FUSED3D_HOST_DEVICE void groupnorm_mean_epilogue(const EpilogueParams& p, long l
 }
 
 #if defined(__CUDACC__)
-// out[n, c] for output i = n * channels + c, by the 32 lanes of the calling warp: the epilogue
-// kernel's warps, and the last block of the tensor-core kernel when it runs the epilogue itself.
-__device__ __forceinline__ void groupnorm_mean_epilogue_warp(const EpilogueParams& p, long long i) {
-  const auto all_sum = [](double v) {
+// out[n, c] for output i = n * channels + c, by kLanes lanes of the calling warp: all 32 (the
+// epilogue kernel), or one half-warp, so that a warp computes two outputs at once (the tensor-core
+// kernel's last block at B = 1). Each half shuffles under its own mask, so the halves may run
+// different numbers of outputs.
+template <int kLanes>
+__device__ __forceinline__ void groupnorm_mean_epilogue_lanes(const EpilogueParams& p, long long i) {
+  static_assert(kLanes == 32 || kLanes == 16, "a warp or a half-warp");
+  const int lane = threadIdx.x % 32;
+  const unsigned mask = kLanes == 32 ? 0xffffffffu : 0xffffu << (lane & 16);
+  const auto all_sum = [mask](double v) {
 #pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return __shfl_sync(0xffffffffu, v, 0);  // lane 0's sum (its order) to every lane
+    for (int offset = kLanes / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(mask, v, offset);
+    return __shfl_sync(mask, v, 0, kLanes);  // the first lane's sum (its order) to every lane
   };
-  groupnorm_mean_epilogue(p, i / p.channels, static_cast<int>(i % p.channels), threadIdx.x % 32, 32, all_sum);
+  groupnorm_mean_epilogue(p, i / p.channels, static_cast<int>(i % p.channels), lane % kLanes, kLanes, all_sum);
 }
 #endif
 
