@@ -786,10 +786,11 @@ __device__ __forceinline__ void consume_items(const TcParams& p, int group, int 
 }
 
 // B = 1: the GroupNorm-mean epilogue at the end of this kernel, by the MMA warps of the block that
-// finishes last, instead of by a second kernel. B = 1 takes ~13 us of host time per call against
-// ~10-13 us on the GPU, so its time follows the host's; one launch fewer takes ~5 us of it (RECORD.md,
-// run 37). The threadFenceReduction pattern: every MMA thread fences its writes (warp 0's partials)
-// before its block counts itself done, and the last block fences again before it reads them.
+// finishes last, instead of by a second kernel. B = 1's time followed the host's (9-22 us per call
+// for checks, allocations and two launches, against 10-13 us of moments kernel; RECORD.md, run 38);
+// with one launch fewer its medians were 14-18 us in nine runs, against 13-22 us (runs 39-40).
+// The threadFenceReduction pattern: every MMA thread fences its writes (warp 0's partials) before
+// its block counts itself done, and the last block fences again before it reads them.
 __device__ __forceinline__ void epilogue_in_last_block(const TcParams& p) {
   __shared__ bool last;
   __threadfence();
