@@ -1,6 +1,7 @@
 // Tensor-core fast path: conv3d (kernel 4x4x4, 16 output channels, any Cin) -> bias -> hardswish
 // -> per-(sample, channel) moments, as an implicit GEMM on mma.sync. The GroupNorm-mean epilogue
-// is the general path's (conv3d_hardswish_groupnorm_mean.cu, moments.h).
+// is the general path's (conv3d_hardswish_groupnorm_mean.cu, moments.h); at B = 1 this kernel's
+// last block runs it (epilogue_in_last_block).
 //
 // GEMM view, weights on the left: D[channel][position] += W[channel][k] * X[k][position], with
 // M = the 16 output channels, N = 8 consecutive output columns of one output row, and K = Cin*64
