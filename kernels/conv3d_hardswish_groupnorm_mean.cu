@@ -179,9 +179,10 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     if (threadIdx.x < tile_channels) {
-      Moments<float> m = warp_moments[0][threadIdx.x];
-      for (int wi = 1; wi < kWarps; ++wi) m = merge_moments(m, warp_moments[wi][threadIdx.x]);
-      partials[(n * s.tiles + tile) * s.cout + first_channel + threadIdx.x] = m;
+      Moments<float> warps[kWarps];
+#pragma unroll
+      for (int wi = 0; wi < kWarps; ++wi) warps[wi] = warp_moments[wi][threadIdx.x];
+      partials[(n * s.tiles + tile) * s.cout + first_channel + threadIdx.x] = merge_all(warps);
     }
     __syncthreads();
   }

@@ -599,8 +599,8 @@ struct MomentSlots {
 
 // Warp 0: the item in `slot` (its `use`-th item there), its warp tiles' moments merged into one
 // Moments per channel and written to the item's partials. partial: the item's index in (B, tiles).
-// The merge is the two-pass identity of moments.h (count-weighted mean, then M2 from each tile's
-// deviation), not a chain of Chan merges: one division instead of five dependent ones. Warp 0 does
+// The merge is moments.h's merge_all (count-weighted mean, then M2 from each tile's deviation),
+// not a chain of Chan merges: one division instead of five dependent ones. Warp 0 does
 // it while the group's other warps start the next item, and a group drains its stages at the pace
 // of its slowest warp: the shorter merge took tf32 from 0.303 to 0.292 ms (RECORD.md, run 35).
 __device__ __forceinline__ void merge_item(const TcParams& p, const MomentSlots& slots, int slot, int use,
@@ -608,23 +608,10 @@ __device__ __forceinline__ void merge_item(const TcParams& p, const MomentSlots&
   const int lane = threadIdx.x % 32;
   mbarrier_wait(barrier_at(slots.written, slot), use & 1);
   if (lane < kCout) {
-    Moments<float> w[kWarps];
+    Moments<float> tiles[kWarps];  // a warp without a tile wrote zeros: it adds nothing
 #pragma unroll
-    for (int wi = 0; wi < kWarps; ++wi) w[wi] = slots.warp_moments[slot][wi][lane];
-    float count = 0.f, weighted = 0.f;
-#pragma unroll
-    for (int wi = 0; wi < kWarps; ++wi) {
-      count += w[wi].count;  // a warp without a tile wrote zeros: it adds nothing
-      weighted = fmaf(w[wi].count, w[wi].mean, weighted);
-    }
-    const float mean = weighted / count;  // count > 0: warp 0 always has a tile
-    float m2 = 0.f;
-#pragma unroll
-    for (int wi = 0; wi < kWarps; ++wi) {
-      const float d = w[wi].mean - mean;
-      m2 += fmaf(w[wi].count * d, d, w[wi].m2);
-    }
-    p.partials[partial * kCout + lane] = {count, mean, m2};
+    for (int wi = 0; wi < kWarps; ++wi) tiles[wi] = slots.warp_moments[slot][wi][lane];
+    p.partials[partial * kCout + lane] = merge_all(tiles);
   }
 }
 

@@ -38,6 +38,26 @@ FUSED3D_HOST_DEVICE Moments<T> merge_moments(const Moments<T>& a, const Moments<
   return {count, a.mean + delta * b_share, a.m2 + b.m2 + delta * delta * a.count * b_share};
 }
 
+// N entries merged at once by the two-pass identity of the epilogue below (the count-weighted mean,
+// then M2 from each entry's deviation): one division, where a chain of Chan merges needs N - 1
+// dependent ones. Entries with count 0 add nothing; all empty gives an empty result.
+template <typename T, int N>
+FUSED3D_HOST_DEVICE Moments<T> merge_all(const Moments<T> (&m)[N]) {
+  T count = 0, weighted = 0;
+  for (int i = 0; i < N; ++i) {
+    count += m[i].count;
+    weighted += m[i].count * m[i].mean;
+  }
+  if (count == T(0)) return {};
+  const T mean = weighted / count;
+  T m2 = 0;
+  for (int i = 0; i < N; ++i) {
+    const T d = m[i].mean - mean;
+    m2 += m[i].m2 + m[i].count * d * d;
+  }
+  return {count, mean, m2};
+}
+
 // Moments of a handful of values held by one thread: two-pass, exact up to rounding.
 template <typename T, int N>
 FUSED3D_HOST_DEVICE Moments<T> moments_of(const T (&v)[N], int valid) {
