@@ -14,8 +14,8 @@
 // rows, one per kh; the weights (A, 4 registers per kh) stay in registers for the channel.
 //
 // Shared memory. Each input channel's slab (4 planes x the band's input rows x W, fp32) is staged
-// by bulk copies (TMA; cp.async where the runs are not 16-byte aligned), two stages deep; then the
-// producer warps convert it once into that B layout, in one of two converted stages: entry
+// by bulk copies (TMA; cp.async where the runs are not 16-byte aligned), kStages deep; then the
+// producer warps convert it once into that B layout, in one of kPacked converted stages: entry
 // (row, col) = {half2(plane 0, plane 1), half2(plane 2, plane 3)}, 8 bytes, rows of W rounded up
 // to 4 entries. The conversion reads every staged value once, which is also where the fp16 range
 // check happens; the MMA loop does no conversion and no address arithmetic beyond one add per row.
@@ -35,7 +35,7 @@
 //
 // Work: a work item is one (sample, od, band of row tiles). The grid is persistent, one block per
 // SM, and a block runs kGroups independent streams of (item, channel) steps. Warp specialization:
-// in each group, kProducerWarps producer warps stage step s+1 and convert step s while the kWarps
+// in each group, kProducerWarps producer warps stage step s+2 and convert step s while the kWarps
 // MMA warps compute step s-1; they hand converted stages over through mbarriers (`converted`,
 // `drained`), never a block-wide barrier, so staging, conversion and MMAs overlap (before, all
 // warps of a block did all three in turn between barriers: 0.507 -> 0.416 ms accurate, 0.389 ->
@@ -81,10 +81,14 @@ constexpr int kMmaThreads = kWarps * 32;               // per group
 constexpr int kProducerThreads = kProducerWarps * 32;  // per group
 constexpr int kMmaWarpsPerBlock = kGroups * kWarps;
 constexpr int kThreads = kGroups * (kMmaThreads + kProducerThreads);
-constexpr int kStages = 2;   // fp32 stages per group (input channels in flight)
-constexpr int kPacked = 2;   // converted (fp16) stages per group (3 gained nothing: runs 27, 30)
-// Items whose warp moments can be in shared memory at once: warp 0 merges item i at the end of
-// item i + 1, and no warp gets more than kPacked items beyond that (see consume_items).
+// Pipeline depth: fp32 stages (the producers stage kStages - 1 steps ahead of the one they convert)
+// and converted (fp16) stages. 3 and 3 against 2 and 2: tf32 1.5% faster, accurate the same; the
+// depth was never what held the kernel back (2 to 4 stages, 2 or 3 converted: within 2%; RECORD.md,
+// runs 42-44).
+constexpr int kStages = 3;
+constexpr int kPacked = 3;
+// Items whose warp moments can be in shared memory at once: an item is merged at the end of the
+// next one, and no warp gets more than kPacked items beyond that (see consume_items).
 constexpr int kMomentSlots = kPacked + 2;
 // Registers: one block per SM starts at 65536 / kThreads = 128 per thread; then the producer
 // warpgroup gives registers back (setmaxnreg, sm_90a) and the MMA warpgroups take them. 152 / 56
@@ -537,14 +541,16 @@ __device__ __forceinline__ void init_accumulators(const TcParams& p, float (&acc
 // cancel the way a plain sum of squares would when |mean| >> std, and lanes merge by addition.
 // Per output: 4 instructions. Duplicate columns are a fixed set per lane (kept out by keeping one
 // sum per column class and selecting at the end); duplicate rows are leading rows (loop stops).
-__device__ __forceinline__ void warp_tile_moments(const TcParams& p, const Item& it, bool half_operands,
+// half_unscale: u of channels g and g + 8, read once per kernel, not per item (two global loads
+// whose latency every item's statistics waited for).
+__device__ __forceinline__ void warp_tile_moments(const Item& it, const float2& half_unscale, bool half_operands,
                                                   const float (&acc)[kRows][2][4], Moments<float> (&moments)[2]) {
   const int lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
+  const int t = lane % 4;
   float unscale[2], gate_scale[2], pivot[2], sum[2][4] = {}, squares[2][4] = {};
 #pragma unroll
   for (int c = 0; c < 2; ++c) {
-    unscale[c] = half_operands ? p.half_unscale[g + 8 * c] : 1.f;
+    unscale[c] = half_operands ? (c == 0 ? half_unscale.x : half_unscale.y) : 1.f;
     gate_scale[c] = unscale[c] * (1.0f / 6.0f);  // exact: unscale is a power of two
     const float last = acc[kRows - 1][0][2 * c];  // the last row is never a duplicate
     pivot[c] = __shfl_sync(0xffffffffu, last * fminf(fmaxf(fmaf(last, gate_scale[c], 0.5f), 0.f), 1.f), lane & ~3);
@@ -583,26 +589,29 @@ __device__ __forceinline__ void warp_tile_moments(const TcParams& p, const Item&
     s *= unscale[c];
     q *= unscale[c] * unscale[c];
     // count > 0: a warp tile always owns at least one row and one column.
-    moments[c] = {count, pivot[c] * unscale[c] + s / count, fmaxf(q - s * (s / count), 0.f)};
+    // __fdividef: 2 ulp instead of IEEE division's ~10 instructions and a slow-path branch, per item.
+    const float deviation = __fdividef(s, count);
+    moments[c] = {count, pivot[c] * unscale[c] + deviation, fmaxf(q - s * deviation, 0.f)};
   }
 }
 
 // Where the warp tiles' moments of an item meet: slot item % kMomentSlots of the group. Phase k of
 // barrier `written` + slot completes when every MMA thread of the group has written item
-// k * kMomentSlots + slot (arrivals: kMmaThreads); warp 0 then merges it (merge_item). No warp waits
-// for another at an item's end: a block barrier there took 6% of the MMA warps' stall samples
-// (run 29), and warp 0's wait comes an item late, when the others are long done.
+// k * kMomentSlots + slot (arrivals: kMmaThreads); one warp then merges it (merge_item). No warp
+// waits for another at an item's end: a block barrier there took 6% of the MMA warps' stall samples
+// (run 29), and the merging warp's wait comes an item late, when the others are long done.
 struct MomentSlots {
   Moments<float> (*warp_moments)[kWarps][kCout];  // [kMomentSlots]
   unsigned written;                               // shared address of uint64_t[kMomentSlots]
 };
 
-// Warp 0: the item in `slot` (its `use`-th item there), its warp tiles' moments merged into one
-// Moments per channel and written to the item's partials. partial: the item's index in (B, tiles).
-// The merge is moments.h's merge_all (count-weighted mean, then M2 from each tile's deviation),
-// not a chain of Chan merges: one division instead of five dependent ones. Warp 0 does
-// it while the group's other warps start the next item, and a group drains its stages at the pace
-// of its slowest warp: the shorter merge took tf32 from 0.303 to 0.292 ms (RECORD.md, run 35).
+// The item in `slot` (its `use`-th item there), its warp tiles' moments merged into one Moments per
+// channel and written to the item's partials. partial: the item's index in (B, tiles). The merge is
+// moments.h's merge_all (count-weighted mean, then M2 from each tile's deviation), not a chain of
+// Chan merges: one division instead of five dependent ones. One warp does it while the group's
+// other warps start the next item, and a group drains its stages at the pace of its slowest warp:
+// the shorter merge took tf32 from 0.303 to 0.292 ms (RECORD.md, run 35); taking turns at it, with
+// the two changes to warp_tile_moments, 2-3% more (run 43).
 __device__ __forceinline__ void merge_item(const TcParams& p, const MomentSlots& slots, int slot, int use,
                                            long long partial) {
   const int lane = threadIdx.x % 32;
@@ -620,8 +629,8 @@ __device__ __forceinline__ void merge_item(const TcParams& p, const MomentSlots&
 // group), the TF32 recomputation where it failed (rare), the warp tile's moments into the item's
 // slot.
 template <Operands kFast, Operands kFallback>
-__device__ __forceinline__ void finish_item(const TcParams& p, const Item& it, float x_max, int slot, int warp,
-                                            const MomentSlots& slots, float (&acc)[kRows][2][4]) {
+__device__ __forceinline__ void finish_item(const TcParams& p, const Item& it, float x_max, const float2& half_unscale,
+                                            int slot, int warp, const MomentSlots& slots, float (&acc)[kRows][2][4]) {
   const int lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   Moments<float> moments[2] = {};
@@ -631,10 +640,10 @@ __device__ __forceinline__ void finish_item(const TcParams& p, const Item& it, f
     if (it.active) {
       init_accumulators<kFallback>(p, acc);
       for (int ci = 0; ci < p.cin; ++ci) accumulate_channel_tf32<kFallback>(p, channel_slab(p, it, ci), ci, it.tile, acc);
-      warp_tile_moments(p, it, false, acc, moments);
+      warp_tile_moments(it, half_unscale, false, acc, moments);
     }
   } else if (it.active) {
-    warp_tile_moments(p, it, true, acc, moments);
+    warp_tile_moments(it, half_unscale, true, acc, moments);
   }
   if (t == 0) {
     slots.warp_moments[slot][warp][g] = moments[0];
@@ -663,9 +672,35 @@ struct GroupPipeline {
 __device__ __forceinline__ int first_item(int group) { return static_cast<int>(blockIdx.x + group * gridDim.x); }
 __device__ __forceinline__ int item_stride() { return static_cast<int>(gridDim.x * kGroups); }
 
-// Producer warps: stage channel s+1 by bulk copies while converting channel s into the converted
-// stage the MMA warps drained two steps ago; the fp32 stage is refilled only after all producers
-// of the group have converted it (named barrier).
+// Where the producers stage next: the (item, channel) step kStages - 1 steps ahead of the one they
+// convert, so kStages - 1 channels' bulk copies are in flight while they convert.
+struct StagingCursor {
+  ItemCoords coords;
+  Item it;
+  int ci;
+  bool valid;  // false past the group's last item
+};
+
+// Stage the cursor's step into fp32 stage `step` % kStages and move the cursor one step on. Every
+// call commits one cp.async group (empty past the end or on the bulk path), so waiting for all but
+// the newest kStages - 1 groups means this step's copies have landed.
+__device__ __forceinline__ void stage_and_advance(const TcParams& p, const GroupPipeline& pipe, StagingCursor& c,
+                                                  const ItemCoords& stride, int step, bool bulk, int thread) {
+  if (c.valid)
+    stage_channel(p, pipe.stages + (step % kStages) * p.stage_floats, c.it, c.ci, bulk, thread,
+                  barrier_at(pipe.landed, step % kStages));
+  cp_async_commit();
+  if (++c.ci < p.cin) return;
+  c.ci = 0;
+  c.coords = next_item(p, c.coords, stride);
+  c.valid = c.coords.n < p.batch;
+  if (c.valid) c.it = describe_item(p, c.coords, WarpPlace{0, 0});
+}
+
+// Producer warps: stage step s + kStages - 1 by bulk copies while converting step s into the
+// converted stage the MMA warps drained kPacked steps ago; an fp32 stage is refilled only after all
+// producers of the group have converted it (named barrier). Staging one step ahead left a step
+// waiting for its copies' latency: without MMAs the kernel still took 0.163 ms (run 35).
 __device__ __forceinline__ void produce_items(const TcParams& p, int group, int thread, const GroupPipeline& pipe) {
   if (first_item(group) >= p.items) return;
   const int pack_quad = thread % p.pack_quads;
@@ -674,29 +709,14 @@ __device__ __forceinline__ void produce_items(const TcParams& p, int group, int 
   const ItemCoords stride = item_coords(p, item_stride());
   ItemCoords coords = item_coords(p, first_item(group));
   Item it = describe_item(p, coords, WarpPlace{0, 0});
-  stage_channel(p, pipe.stages, it, 0, bulk, thread, barrier_at(pipe.landed, 0));
-  cp_async_commit();
+  StagingCursor staging{coords, it, 0, true};
+  for (int ahead = 0; ahead < kStages - 1; ++ahead) stage_and_advance(p, pipe, staging, stride, ahead, bulk, thread);
   int step = 0;
   while (true) {
-    const ItemCoords next_coords = next_item(p, coords, stride);
-    const bool has_next = next_coords.n < p.batch;
-    Item next{};
     for (int ci = 0; ci < p.cin; ++ci, ++step) {
       // The fp32 stage being filled was last read by the conversion in step - 1 (then the barrier).
-      float* following = pipe.stages + ((step + 1) % kStages) * p.stage_floats;
-      const unsigned following_landed = barrier_at(pipe.landed, (step + 1) % kStages);
-      if (ci + 1 < p.cin) {
-        stage_channel(p, following, it, ci + 1, bulk, thread, following_landed);
-      } else if (has_next) {
-        next = describe_item(p, next_coords, WarpPlace{0, 0});
-        stage_channel(p, following, next, 0, bulk, thread, following_landed);
-      }
-      if (ci + 1 < p.cin || has_next) {
-        cp_async_commit();
-        cp_async_wait<1>();
-      } else {
-        cp_async_wait<0>();
-      }
+      stage_and_advance(p, pipe, staging, stride, step + kStages - 1, bulk, thread);
+      cp_async_wait<kStages - 1>();
       if (bulk)
         mbarrier_wait(barrier_at(pipe.landed, step % kStages), (step / kStages) & 1);
       else
@@ -714,9 +734,9 @@ __device__ __forceinline__ void produce_items(const TcParams& p, int group, int 
       mbarrier_arrive(barrier_at(pipe.converted, b));
       named_barrier(kProducerBarrier + group, kProducerThreads);  // the fp32 stage may be refilled
     }
-    if (!has_next) break;
-    coords = next_coords;
-    it = next;
+    coords = next_item(p, coords, stride);
+    if (coords.n >= p.batch) break;
+    it = describe_item(p, coords, WarpPlace{0, 0});
   }
 }
 
@@ -732,14 +752,17 @@ __device__ __forceinline__ void consume_items(const TcParams& p, int group, int 
   // The channel's bias (scaled as the fp16 accumulators are), for the item's first MMAs.
   const int g = (threadIdx.x % 32) / 4;
   const float2 bias{p.half_bias[g], p.half_bias[g + 8]};
+  const float2 half_unscale{p.half_unscale[g], p.half_unscale[g + 8]};
   Item it = describe_item(p, coords, place);
   int step = 0;
   float acc[kRows][2][4];  // set by each item's first MMAs
-  // Warp 0 merges each item at the end of the next (and the last one after the loop). A slot is
-  // written again kMomentSlots items later, after that merge: warp 0 drains no step of item i + 2
-  // before merging item i, the producers stay within kPacked steps of its drains, and every item
-  // has at least one step, so no warp finishes an item beyond i + 1 + kPacked < i + kMomentSlots.
-  long long pending_partial = -1;  // warp 0: the item to merge next, as index into (B, tiles)
+  // Warp i % kWarps merges item i at the end of item i + 1 (the last item after the loop): the
+  // merges rotate, so no warp of the group, which advances at its slowest warp's pace, does them
+  // all. A slot is written again kMomentSlots items later, after that merge: the merging warp
+  // drains no step of item i + 2 before merging item i, the producers stay within kPacked steps of
+  // its drains, and every item has at least one step, so no warp finishes an item beyond
+  // i + 1 + kPacked < i + kMomentSlots.
+  long long pending_partial = -1;  // the item this warp merges next, as index into (B, tiles)
   int pending_slot = 0, pending_use = 0;
   for (int item = 0;; ++item) {
     const int slot = item % kMomentSlots;
@@ -759,9 +782,10 @@ __device__ __forceinline__ void consume_items(const TcParams& p, int group, int 
       }
       mbarrier_arrive(barrier_at(pipe.drained, b));
     }
-    finish_item<kFast, kFallback>(p, it, __uint_as_float(x_max), slot, warp, slots, acc);
-    if (warp == 0) {
-      if (pending_partial >= 0) merge_item(p, slots, pending_slot, pending_use, pending_partial);
+    finish_item<kFast, kFallback>(p, it, __uint_as_float(x_max), half_unscale, slot, warp, slots, acc);
+    if (pending_partial >= 0) merge_item(p, slots, pending_slot, pending_use, pending_partial);
+    pending_partial = -1;
+    if (item % kWarps == warp) {
       pending_partial = static_cast<long long>(it.n) * p.tiles + it.tile_index;
       pending_slot = slot;
       pending_use = item / kMomentSlots;
@@ -770,14 +794,14 @@ __device__ __forceinline__ void consume_items(const TcParams& p, int group, int 
     if (coords.n >= p.batch) break;
     it = describe_item(p, coords, place);
   }
-  if (warp == 0) merge_item(p, slots, pending_slot, pending_use, pending_partial);
+  if (pending_partial >= 0) merge_item(p, slots, pending_slot, pending_use, pending_partial);
 }
 
 // B = 1: the GroupNorm-mean epilogue at the end of this kernel, by the MMA warps of the block that
 // finishes last, instead of by a second kernel. B = 1's time followed the host's (9-22 us per call
 // for checks, allocations and two launches, against 10-13 us of moments kernel; RECORD.md, run 38);
 // with one launch fewer its medians were 14-18 us in nine runs, against 13-22 us (runs 39-40).
-// The threadFenceReduction pattern: every MMA thread fences its writes (warp 0's partials) before
+// The threadFenceReduction pattern: every MMA thread fences its writes (the merged partials) before
 // its block counts itself done, and the last block fences again before it reads them.
 __device__ __forceinline__ void epilogue_in_last_block(const TcParams& p) {
   __shared__ bool last;
