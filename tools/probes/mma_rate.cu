@@ -2,6 +2,8 @@
 // the fragment layouts the fast kernel assumes, and how many fp16 tensor FLOPs per second do
 // wgmma m64n16k16 and mma.sync m16n8k16 reach on this GPU? (docs/OPTIMIZATION.md quotes the rates.)
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a tools/probes/mma_rate.cu -o mma_rate && ./mma_rate
+#include "cuda_check.h"
+
 #include <cuda_fp16.h>
 
 #include <cmath>
@@ -9,15 +11,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
-
-#define CHECK(call)                                                                   \
-  do {                                                                                \
-    cudaError_t e = (call);                                                           \
-    if (e != cudaSuccess) {                                                           \
-      std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e)); \
-      std::exit(1);                                                                   \
-    }                                                                                 \
-  } while (0)
 
 __device__ __forceinline__ uint64_t descriptor(const void* smem, unsigned leading_bytes, unsigned stride_bytes) {
   const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
