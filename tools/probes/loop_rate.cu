@@ -19,6 +19,8 @@
 
 constexpr int kRows = 10, kInputRows = 13, kKernel = 4, kRowEntries = 32, kStages = 3;
 constexpr int kThreads = 512;  // as the fast kernel: 16 warps, 4 per sub-partition (warp % 4)
+constexpr int kWarpsPerBlock = kThreads / 32;
+constexpr int kSecondColumnTile = 13;  // ow0 of the standard layer's second column tile (OW 29 = 16 + 13)
 
 __device__ __forceinline__ void mma_f16(float (&d)[4], const uint4& a, const uint2& b) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -87,11 +89,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int item = 0; item < items; ++item) {
 #pragma unroll 1
     for (int step = 0; step < 3; ++step)
-      channel<kParts>(&stages[(item + step) % kStages][0][0] + (warp % 2) * 13 + lane / 4 + lane % 4, a, acc);
+      channel<kParts>(&stages[(item + step) % kStages][0][0] + (warp % 2) * kSecondColumnTile + lane / 4 + lane % 4, a, acc);
     if (with_statistics) result += statistics(acc, result);
   }
   const long long end = clock64();
-  if (lane == 0) cycles[blockIdx.x * 16 + warp] = end - begin;
+  if (lane == 0) cycles[blockIdx.x * kWarpsPerBlock + warp] = end - begin;
   float total = result;
 #pragma unroll
   for (int j = 0; j < kRows; ++j)
@@ -116,7 +118,7 @@ int main() {
   float* sink;
   CHECK(cudaMalloc(&fragments, entries * sizeof(uint2)));
   CHECK(cudaMalloc(&weights, host_weights.size() * sizeof(__half)));
-  CHECK(cudaMalloc(&cycles, sms * 16 * sizeof(long long)));
+  CHECK(cudaMalloc(&cycles, sms * kWarpsPerBlock * sizeof(long long)));
   CHECK(cudaMalloc(&sink, sms * kThreads * sizeof(float)));
   CHECK(cudaMemcpy(fragments, host_fragments.data(), entries * sizeof(uint2), cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(weights, host_weights.data(), host_weights.size() * sizeof(__half), cudaMemcpyHostToDevice));
@@ -131,11 +133,11 @@ int main() {
       CHECK(cudaGetLastError());
       CHECK(cudaDeviceSynchronize());
     }
-    std::vector<long long> c(sms * 16);
+    std::vector<long long> c(sms * kWarpsPerBlock);
     CHECK(cudaMemcpy(c.data(), cycles, c.size() * sizeof(long long), cudaMemcpyDeviceToHost));
     double mean = 0;
     for (int b = 0; b < sms; ++b)
-      for (int w = 0; w < 4 * active; ++w) mean += c[b * 16 + w];
+      for (int w = 0; w < 4 * active; ++w) mean += c[b * kWarpsPerBlock + w];
     mean /= sms * 4 * active;
     const double mmas = 3.0 * 40 * 2 * parts;  // per item: 3 channels x 40 (row, kh) x 2 halves x parts
     const double per_item = mean / items;
