@@ -3,6 +3,7 @@
 // wgmma m64n16k16 and mma.sync m16n8k16 reach on this GPU? (docs/OPTIMIZATION.md quotes the rates.)
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a tools/probes/mma_rate.cu -o mma_rate && ./mma_rate
 #include "cuda_check.h"
+#include "layout_check.h"
 
 #include <cuda_fp16.h>
 
@@ -119,31 +120,12 @@ __global__ void __launch_bounds__(128) mma_sync_rate_kernel(float* sink) {
 }
 
 int main() {
-  // Layout check against a float reference.
-  std::vector<__half> a(64 * 16), b(16 * 16);
-  std::vector<float> af(a.size()), bf(b.size()), d(64 * 16), ref(64 * 16, 0.f);
-  srand(1);
-  for (size_t i = 0; i < a.size(); ++i) af[i] = __half2float(a[i] = __float2half((rand() % 17 - 8) / 8.f));
-  for (size_t i = 0; i < b.size(); ++i) bf[i] = __half2float(b[i] = __float2half((rand() % 13 - 6) / 4.f));
-  for (int m = 0; m < 64; ++m)
-    for (int n = 0; n < 16; ++n)
-      for (int k = 0; k < 16; ++k) ref[m * 16 + n] += af[m * 16 + k] * bf[k * 16 + n];
-  __half *da, *db;
-  float* dd;
-  CHECK(cudaMalloc(&da, a.size() * 2));
-  CHECK(cudaMalloc(&db, b.size() * 2));
-  CHECK(cudaMalloc(&dd, d.size() * 4));
-  CHECK(cudaMemcpy(da, a.data(), a.size() * 2, cudaMemcpyHostToDevice));
-  CHECK(cudaMemcpy(db, b.data(), b.size() * 2, cudaMemcpyHostToDevice));
-  CHECK(cudaMemset(dd, 0xFF, d.size() * 4));  // NaN poison
-  layout_kernel<<<1, 128>>>(da, db, dd);
-  CHECK(cudaGetLastError());
-  CHECK(cudaMemcpy(d.data(), dd, d.size() * 4, cudaMemcpyDeviceToHost));
-  int bad = 0;
-  for (size_t i = 0; i < d.size(); ++i)
-    if (!(std::fabs(d[i] - ref[i]) <= 1e-3f)) ++bad;
+  std::vector<float> d, ref;
+  const int bad = check_layout(layout_kernel, 16, d, ref);
   std::printf("layout: %s (%d of %zu wrong; d[0..3] %g %g %g %g ref %g %g %g %g)\n", bad ? "WRONG" : "ok", bad,
               d.size(), d[0], d[1], d[2], d[3], ref[0], ref[1], ref[2], ref[3]);
+  float* dd;  // the rate kernels' sink
+  CHECK(cudaMalloc(&dd, sizeof(float)));
 
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
