@@ -3,7 +3,7 @@
 // wgmma m64n16k16 and mma.sync m16n8k16 reach on this GPU? (docs/OPTIMIZATION.md quotes the rates.)
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a tools/probes/mma_rate.cu -o mma_rate && ./mma_rate
 #include "cuda_check.h"
-#include "layout_check.h"
+#include "wgmma_probe.h"
 
 #include <cuda_fp16.h>
 
@@ -13,12 +13,6 @@
 #include <cstdlib>
 #include <vector>
 
-__device__ __forceinline__ uint64_t descriptor(const void* smem, unsigned leading_bytes, unsigned stride_bytes) {
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  return (uint64_t((address & 0x3FFFF) >> 4)) | (uint64_t(leading_bytes >> 4) << 16) |
-         (uint64_t(stride_bytes >> 4) << 32);
-}
-
 __device__ __forceinline__ void wgmma_m64n16k16(float (&d)[8], const uint32_t (&a)[4], uint64_t desc_b, int accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
@@ -26,18 +20,6 @@ __device__ __forceinline__ void wgmma_m64n16k16(float (&d)[8], const uint32_t (&
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
 }
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void fence_operand(float (&d)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
-
-// B (K 16 x N 16, fp16) K-major, no swizzle: core matrix (nb, kb) = 8 rows n x 8 k (16 bytes a row)
-// at byte (2 * nb + kb) * 128: leading (K) offset 128, stride (N) offset 256.
-__device__ __forceinline__ int b_offset(int k, int n) { return (2 * (n / 8) + k / 8) * 64 + (n % 8) * 8 + k % 8; }
 
 // D = A (64 x 16) * B (16 x 16), A row-major, B as b[k][n].
 __global__ void layout_kernel(const __half* a, const __half* b, float* d) {
@@ -58,10 +40,10 @@ __global__ void layout_kernel(const __half* a, const __half* b, float* d) {
   af[3] = pair(row + 8, 2 * t + 8);
   float acc[8] = {};
   wgmma_fence();
-  wgmma_m64n16k16(acc, af, descriptor(b_smem, 128, 256), 0);
+  wgmma_m64n16k16(acc, af, descriptor(b_smem), 0);
   wgmma_commit();
-  wgmma_wait0();
-  fence_operand(acc);
+  wgmma_wait<0>();
+  pin(acc);
   for (int i = 0; i < 2; ++i) {
     d[row * 16 + 8 * i + 2 * t] = acc[4 * i];
     d[row * 16 + 8 * i + 2 * t + 1] = acc[4 * i + 1];
@@ -80,17 +62,17 @@ __global__ void __launch_bounds__(128) wgmma_rate_kernel(float* sink) {
   __syncthreads();
   uint32_t a[4] = {0x3c003c00u, 0x3c003c00u, 0x3c003c00u, threadIdx.x};
   float acc[kAccSets][8] = {};
-  const uint64_t desc = descriptor(b_smem, 128, 256);
+  const uint64_t desc = descriptor(b_smem);
   for (int it = 0; it < kIters; ++it) {
 #pragma unroll
-    for (int s = 0; s < kAccSets; ++s) fence_operand(acc[s]);
+    for (int s = 0; s < kAccSets; ++s) pin(acc[s]);
     wgmma_fence();
 #pragma unroll
     for (int s = 0; s < kAccSets; ++s) wgmma_m64n16k16(acc[s], a, desc, 1);
     wgmma_commit();
-    wgmma_wait0();
+    wgmma_wait<0>();
 #pragma unroll
-    for (int s = 0; s < kAccSets; ++s) fence_operand(acc[s]);
+    for (int s = 0; s < kAccSets; ++s) pin(acc[s]);
   }
   float s = 0;
   for (int i = 0; i < kAccSets; ++i)

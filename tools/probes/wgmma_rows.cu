@@ -19,7 +19,7 @@
 // the same instructions, computing on the wrong D). The rows kernel needed two Ds to be correct.
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a tools/probes/wgmma_rows.cu -o wgmma_rows && ./wgmma_rows
 #include "cuda_check.h"
-#include "layout_check.h"
+#include "wgmma_probe.h"
 
 #include <cuda_fp16.h>
 
@@ -35,14 +35,6 @@ constexpr int kTileHalves = 16 * kN;                            // one channel's
 constexpr int kItems = 64;                                      // per warpgroup
 constexpr int kItemsStandard = 1024 * 13 / 2;  // the standard batch's planes, two per item
 
-__device__ __forceinline__ uint64_t descriptor(const void* smem) {
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  constexpr uint64_t kLeadingBytes = 128, kStrideBytes = 256;  // core matrix (nb, kb) at (2 nb + kb) x 128
-  return uint64_t((address & 0x3FFFF) >> 4) | ((kLeadingBytes >> 4) << 16) | ((kStrideBytes >> 4) << 32);
-}
-// B element (k, n) of one channel's tile, in halves.
-__host__ __device__ constexpr int b_offset(int k, int n) { return (2 * (n / 8) + k / 8) * 64 + (n % 8) * 8 + k % 8; }
-
 // d = a * b + (scale_d ? d : 0), d tied, scale_d a runtime predicate: with an immediate 0 ptxas
 // dropped three rows' wgmmas of modes 1 and 2 (87 of 96 in the SASS), and with d write-only it
 // serialized them.
@@ -57,15 +49,6 @@ __device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], const uint32_t (
         "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
         "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d));
-}
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory"); }
-template <int kRegs>
-__device__ __forceinline__ void pin(float (&r)[kRegs]) {
-#pragma unroll
-  for (int i = 0; i < kRegs; ++i) asm volatile("" : "+f"(r[i]));
 }
 
 // D = A (64 x 16, row-major) x B (16 x 64): the layout check.
