@@ -350,6 +350,7 @@ std::string fused_cuda_kernel_name(const FusedLayer& layer, const at::Tensor& x,
       precision == Precision::kAccurate
           ? "tensor-core k4, accurate (x fp16, weights split hi+lo fp16; TF32 where x is out of fp16 range)"
           : "tensor-core k4, tf32 (x and weights fp16, 11 significant bits as TF32; TF32 where x is out of fp16 range)";
+  if (tensorcore_k4_runs_planes_kernel(x)) return name + "; wgmma planes kernel";
   return tensorcore_k4_runs_epilogue(x.size(0)) ? name + "; epilogue in the same kernel" : name;
 }
 

@@ -1,7 +1,8 @@
 // Tensor-core fast path: conv3d (kernel 4x4x4, 16 output channels, any Cin) -> bias -> hardswish
 // -> per-(sample, channel) moments, as an implicit GEMM on mma.sync. The GroupNorm-mean epilogue
 // is the general path's (conv3d_hardswish_groupnorm_mean.cu, moments.h); at B = 1 this kernel's
-// last block runs it (epilogue_in_last_block).
+// last block runs it (epilogue_in_last_block). At the standard plane size and large batches the
+// planes kernel (wgmma, sm_90a; its own section below) computes the same moments instead.
 //
 // GEMM view, weights on the left: D[channel][position] += W[channel][k] * X[k][position], with
 // M = the 16 output channels, N = 8 consecutive output columns of one output row, and K = Cin*64
@@ -140,6 +141,7 @@ struct TcParams {
   bool copy16;                                            // 16-byte cp.async (W % 4 == 0, aligned x)
   const uint4* half_w;       // (Cin, 4 kh, parts, 32 lanes) A fragments, fp16, scaled weights
   const float4* tf32_w;      // (Cin, 4 kd, 2 kh pairs, parts, 32 lanes) A fragments, TF32
+  const uint4* wgmma_tiles;  // the planes kernel: (Cin, parts) B tiles of kPlanesTileBytes, copied to shared memory
   const float* half_bias;    // bias * channel scale (16)
   const float* half_unscale; // 1 / channel scale (16)
   const float* bias;         // (16)
@@ -865,6 +867,424 @@ __global__ void __launch_bounds__(kThreads, 1) conv_k4_tensorcore_moments_kernel
   }
 }
 
+// ------------------------------------------------------------------------------------------------
+// The planes kernel: wgmma (sm_90a), output planes streamed along depth. Both modes, at the
+// standard plane size and batches of kPlanesMinBatch or more; there it replaces the kernel above
+// (B = 1024 on an H200: accurate 0.418 -> 0.302 ms, tf32 0.293 -> 0.245; RECORD.md, run 80).
+//
+// GEMM per input row r of a warp's 16-column strip of output plane od (OPTIMIZATION.md 3.14-3.15):
+//   D_r = sum over ci, part of A(ci, r) x W(ci, part),  W = [W(kh 0) | ... | W(kh 3)]  (K 16 x N 64)
+// K = (kd, kw) as in the mma.sync path (k = 8*pp + 2*kw + kdl, kd = 2*pp + kdl), N = 16*kh + channel,
+// one m64n64k16 per channel and weight part (the accurate mode's hi and lo: twice the MMAs). Output
+// row j = bias + sum over kh of D_(j+kh)'s kh columns. Those 16 columns have the lane layout of an
+// m16n16 accumulator: lane (g, t) holds positions g and g + 8 (cls) of channels 2t, 2t + 1, 8 + 2t,
+// 9 + 2t (c), D element 8*kh + 4*(c / 2) + 2*cls + c % 2. So a warp keeps a rolling window of four
+// output rows (8 FADDs per lane and kh per input row) and takes each row's statistics as soon as it
+// is complete (4 FP32 instructions per value, as warp_tile_moments).
+//
+// A's registers are pairs {x[plane p], x[plane p + 1]} (kdl = 0, 1) at one row and column: the pair
+// plane P_p, fp16. Output plane od reads P_od (pp = 0) and P_(od+2) (pp = 1). So a sample's OD
+// output planes read its OD + 2 pair planes, each converted once and read by two output planes,
+// made from its OD + 3 input planes, each copied once (one 4 KB bulk copy per channel). The kernel
+// above copies each output plane's 4 input planes and converts them afresh: 4x the copies, twice
+// the conversions, and that producer side was what held a wgmma kernel back (3.14).
+//
+// Block: one producer warpgroup walks the block's samples (blockIdx.x, + gridDim.x, ...) plane by
+// plane: bulk copies kInputRing input planes ahead, converts pair plane q (with the fp16 range
+// check) into ring slot q % kPairRing once the output planes that read the slot's previous pair
+// plane are done. kPlanesWarpgroups consumer warpgroups take the block's output planes two at a
+// time (item k: planes 2k and 2k + 1 of the block's stream), warp w on strip w % 2 of plane
+// 2k + w / 2; each warp streams the whole strip's kPlaneSide input rows (the standard layer's 29
+// output rows from 32: 10% of the wgmmas complete no output row). Each warp writes its own Moments
+// per channel: tiles per sample = OD x 2. An item whose pair planes leave fp16's range takes the
+// TF32 route of the kernel above, per warp, from x. Limits (else the kernel above): Cin 3,
+// H = W = kPlaneSide, OD >= kPlanesMinDepth, 16-byte aligned x, B >= kPlanesMinBatch, an sm_90a build
+// on a Hopper GPU.
+constexpr int kPlanesCin = 3;    // unrolled: the channels of an input row are one wgmma chain
+constexpr int kPlaneSide = 32;   // H = W: rows and row strides are constants of the unrolled loop
+constexpr int kPlaneEntries = kPlaneSide * kPlaneSide;
+constexpr int kPlaneOutRows = kPlaneSide - kKernel + 1;
+constexpr int kPlanesN = kKernel * kCout;
+constexpr int kPlanesWarpgroups = 3;
+constexpr int kInputRing = 4;    // input planes (all channels, fp32) landed or in flight
+// Pair planes. A warpgroup's next item reads pair planes up to 2 * kPlanesWarpgroups + 2 beyond its
+// previous item's last (6 output planes on, and 2 more where they cross a sample's end: with
+// OD >= kPlanesMinDepth at most one). The ring exceeds that, so no consumer waits on a slot that has
+// yet to take its previous pair plane (whose phase parity would pass the wait). 13 pair and 3 input
+// planes were 1-2% slower (run 79).
+constexpr int kPairRing = 10;
+constexpr int kPlanesMinDepth = 6;
+// Items. The producer waits for item k before it writes pair plane 2k + 5 + kPairRing at the
+// latest, and item k + kDoneRing reads pair planes from 2k + 2 * kDoneRing on: so no item finishes
+// on a done barrier whose previous phase the producer has yet to wait for.
+constexpr int kDoneRing = 16;
+constexpr int kPlanesProducerThreads = 128;
+constexpr int kPlanesProducerWarps = kPlanesProducerThreads / 32;
+constexpr int kPlanesTileBytes = 16 * kPlanesN * 2;  // one B tile: K 16 x N 64, fp16
+// A block takes whole samples: below 4 per SM the last round leaves SMs idle. At B = 512 the kernel
+// took 0.157 / 0.129 ms against 0.216 / 0.155 (accurate / tf32; B = 333 runs the kernel above).
+constexpr int64_t kPlanesMinBatch = 512;
+// Registers (setmaxnreg from 128 each): the consumers' unrolled loop has 519 spill instructions at
+// 128, 5 at 144; the producers keep a pair plane's 24 loads in flight (3,000 cycles per pair plane
+// with two at a time, tf32 0.283 -> 0.243 ms; runs 78-79).
+constexpr int kPlanesMmaRegisters = 144;
+constexpr int kPlanesProducerRegisters = 80;
+static_assert(kPlanesWarpgroups * 128 * kPlanesMmaRegisters + kPlanesProducerThreads * kPlanesProducerRegisters <=
+                  kRegisterFile,
+              "the reallocated registers fit the register file");
+static_assert(kPlanesWarpgroups * 128 + kPlanesProducerThreads == kThreads, "the block size of the kernel above");
+static_assert(kPairRing > 2 * kPlanesWarpgroups + 2, "a warpgroup's next item stays within the pair ring");
+static_assert(2 * kDoneRing > kPairRing + 5, "the producer waits for an item before its done barrier turns over");
+static_assert(kPlaneEntries % (4 * kPlanesProducerThreads) == 0, "the conversion's 4-entry groups split evenly");
+
+// wgmma exists on the arch-specific target only; elsewhere the kernel takes its TF32 fallback.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FUSED3D_WGMMA(...) asm volatile(__VA_ARGS__)
+constexpr bool kHaveWgmma = true;
+#else
+#define FUSED3D_WGMMA(...)
+constexpr bool kHaveWgmma = false;
+#endif
+
+// B tiles in shared memory, K-major without swizzle: core matrix (N block nb, K block kb) of 8 x 8
+// fp16 (16 bytes per n) at byte (2 * nb + kb) * 128: leading (K) byte offset 128, stride (N) 256
+// (tools/probes/wgmma_rows.cu checks the layout against a host GEMM).
+__device__ __forceinline__ uint64_t wgmma_descriptor(unsigned smem_address) {
+  constexpr uint64_t kLeadingBytes = 128, kStrideBytes = 256;
+  return uint64_t((smem_address & 0x3FFFF) >> 4) | ((kLeadingBytes >> 4) << 16) | ((kStrideBytes >> 4) << 32);
+}
+// d = a * b + (scale_d ? d : 0). d and a are read asynchronously: nothing but a wgmma may touch
+// them before wgmma_wait. d is tied and scale_d a runtime predicate in both forms: with d
+// write-only ptxas serialized the wgmmas, and with scale_d an immediate 0 it dropped three rows'
+// wgmmas of the unrolled loop (RECORD.md, run 70).
+#define FUSED3D_WGMMA_M64N64K16(scale_d)                                                                          \
+  FUSED3D_WGMMA("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                    \
+                "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "                                            \
+                "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25," \
+                "%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"                              \
+                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+                  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),        \
+                  "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),      \
+                  "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),      \
+                  "+f"(d[29]), "+f"(d[30]), "+f"(d[31])                                                           \
+                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d))
+__device__ __forceinline__ void wgmma_set(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int zero) { FUSED3D_WGMMA_M64N64K16(zero); }
+__device__ __forceinline__ void wgmma_add(float (&d)[32], const uint32_t (&a)[4], uint64_t b) { FUSED3D_WGMMA_M64N64K16(1); }
+__device__ __forceinline__ void wgmma_fence() { FUSED3D_WGMMA("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { FUSED3D_WGMMA("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { FUSED3D_WGMMA("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Keeps the compiler from moving reads or writes of d across the fence and the wait.
+__device__ __forceinline__ void pin_accumulators(float (&d)[32]) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// The block's shared state. Input plane s of the block's stream (sample s / (OD + 3), plane
+// s % (OD + 3)) lands in inputs[s % kInputRing] (all channels) and completes a phase of landed;
+// pair plane q (sample q / (OD + 2), planes q % (OD + 2) and + 1) is written to pairs[q % kPairRing]
+// and completes a phase of full (arrivals: every producer thread), with max|x| per producer warp
+// in pair_max; item k's four warps arrive on done[k % kDoneRing] when they have read its planes.
+struct PlanesShared {
+  float* inputs;     // [kInputRing][kPlanesCin][kPlaneEntries]
+  uint32_t* pairs;   // [kPairRing][kPlanesCin][kPlaneEntries]: half2 {plane p, plane p + 1}
+  unsigned landed;   // uint64_t[kInputRing]
+  unsigned full;     // uint64_t[kPairRing]
+  unsigned done;     // uint64_t[kDoneRing]
+  unsigned (*pair_max)[kPlanesProducerWarps];
+};
+
+__device__ __forceinline__ int block_samples(const TcParams& p) {
+  return static_cast<int>((p.batch - blockIdx.x + gridDim.x - 1) / gridDim.x);
+}
+__device__ __forceinline__ void wait_phase(unsigned barriers, int ring, int use) {
+  mbarrier_wait(barrier_at(barriers, use % ring), (use / ring) & 1);
+}
+
+// Producer thread 0: input plane `input` of the block's stream (D per sample), every channel, into
+// inputs[input % kInputRing].
+__device__ __forceinline__ void copy_input_plane(const TcParams& p, const PlanesShared& s, int input) {
+  const int sample = input / p.d, plane = input - sample * p.d;
+  const float* src = p.x + static_cast<long long>(blockIdx.x + sample * gridDim.x) * p.sample_stride + plane * kPlaneEntries;
+  const int slot = input % kInputRing;
+  const unsigned bar = barrier_at(s.landed, slot);
+  constexpr unsigned kBytes = kPlaneEntries * sizeof(float);
+  mbarrier_expect_bytes(bar, kPlanesCin * kBytes);
+#pragma unroll
+  for (int ci = 0; ci < kPlanesCin; ++ci)
+    bulk_copy(s.inputs + (slot * kPlanesCin + ci) * kPlaneEntries, src + static_cast<long long>(ci) * p.d * kPlaneEntries,
+              kBytes, bar);
+}
+
+__device__ __forceinline__ void wait_item_of_plane(const TcParams& p, const PlanesShared& s, int sample, int od) {
+  wait_phase(s.done, kDoneRing, (sample * p.ods + od) / 2);
+}
+
+// The pair plane that output plane `plane` of the block's stream reads as pp = 0 (OD + 2 pair planes
+// per sample); its pp = 1 pair plane is 2 further.
+__device__ __forceinline__ int low_pair_of_plane(const TcParams& p, int plane) { return plane + 2 * (plane / p.ods); }
+
+// The producer warpgroup: the block's pair planes in order, OD + 2 per sample (pair plane q of the
+// stream is planes q % (OD + 2) and + 1 of sample q / (OD + 2)).
+__device__ __forceinline__ void produce_planes(const TcParams& p, int thread, const PlanesShared& s) {
+  const int samples = block_samples(p), pairs_per_sample = p.ods + 2;
+  const int inputs = samples * p.d, pairs = samples * pairs_per_sample;
+  int issued = 0;  // input planes whose copies thread 0 has issued
+  if (thread == 0)
+    for (; issued < min(kInputRing, inputs); ++issued) copy_input_plane(p, s, issued);
+  for (int q = 0; q < pairs; ++q) {
+    const int sample = q / pairs_per_sample, plane = q - sample * pairs_per_sample;
+    const int first_input = sample * p.d + plane;
+    const int slot = q % kPairRing;
+    if (q >= kPairRing) {
+      // The slot's previous pair plane was read by output planes po (pp = 0) and po - 2 (pp = 1).
+      const int previous = q - kPairRing, ps = previous / pairs_per_sample, po = previous - ps * pairs_per_sample;
+      if (po >= 2) wait_item_of_plane(p, s, ps, po - 2);
+      if (po < p.ods) wait_item_of_plane(p, s, ps, po);
+    }
+    wait_phase(s.landed, kInputRing, first_input);
+    wait_phase(s.landed, kInputRing, first_input + 1);
+    const float* low = s.inputs + (first_input % kInputRing) * kPlanesCin * kPlaneEntries;
+    const float* high = s.inputs + ((first_input + 1) % kInputRing) * kPlanesCin * kPlaneEntries;
+    uint32_t* pair = s.pairs + slot * kPlanesCin * kPlaneEntries;
+    // All loads first: the conversion is latency-bound on shared loads that queue behind the
+    // consumers' (run 78: ~3,000 cycles per pair plane with two groups of loads in flight).
+    constexpr int kLoads = kPlanesCin * kPlaneEntries / (4 * kPlanesProducerThreads);
+    float4 a[kLoads], b[kLoads];
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      const int e = 4 * (thread + i * kPlanesProducerThreads);
+      a[i] = *reinterpret_cast<const float4*>(low + e);
+      b[i] = *reinterpret_cast<const float4*>(high + e);
+    }
+    float m = 0.f;
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      m = fmaxf(m, fmaxf(fmaxf(fabsf(a[i].x), fabsf(a[i].y)), fmaxf(fabsf(a[i].z), fabsf(a[i].w))));
+      m = fmaxf(m, fmaxf(fmaxf(fabsf(b[i].x), fabsf(b[i].y)), fmaxf(fabsf(b[i].z), fabsf(b[i].w))));
+      *reinterpret_cast<uint4*>(pair + 4 * (thread + i * kPlanesProducerThreads)) =
+          make_uint4(half_pair(a[i].x, b[i].x), half_pair(a[i].y, b[i].y), half_pair(a[i].z, b[i].z),
+                     half_pair(a[i].w, b[i].w));
+    }
+    const unsigned warp_max = __reduce_max_sync(0xffffffffu, __float_as_uint(m));
+    if (thread % 32 == 0) s.pair_max[slot][thread / 32] = warp_max;
+    mbarrier_arrive(barrier_at(s.full, slot));
+    // Input plane first_input is read for the last time (and first_input + 1 too at a sample's
+    // last pair plane) once every producer thread is past here.
+    named_barrier(kProducerBarrier, kPlanesProducerThreads);
+    const int finished = first_input + (plane == pairs_per_sample - 1 ? 2 : 1);
+    if (thread == 0)
+      for (; issued < min(finished + kInputRing, inputs); ++issued) copy_input_plane(p, s, issued);
+  }
+}
+
+// One warp's strip (16 columns from col0, all kPlaneOutRows rows) of an output plane from its two
+// pair planes (all channels each): the rows streamed through wgmma, each complete output row's
+// statistics on the way. Returns the strip's moments of channels 2t, 2t + 1, 8 + 2t, 9 + 2t in
+// lanes g = 0; the first dup_cols columns are left out (the other strip's).
+template <int kParts>
+__device__ __forceinline__ void stream_plane(const uint32_t* pair_low, const uint32_t* pair_high, int col0,
+                                             int dup_cols, uint64_t tiles, int zero, const float (&bias)[4],
+                                             const float (&unscale)[4], Moments<float> (&moments)[4]) {
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  // Lane (g, t)'s A fragment of input row r: columns g + t and g + 8 + t of both pair planes,
+  // loaded straight into the fragment's registers (constant offsets from two addresses).
+  const uint32_t* low = pair_low + col0 + g + t;
+  const uint32_t* high = pair_high + col0 + g + t;
+  constexpr uint64_t kTileStep = kPlanesTileBytes >> 4;  // descriptor units
+  float gate_scale[4], pivot[4] = {}, sum[4][2] = {}, squares[4][2] = {};
+#pragma unroll
+  for (int c = 0; c < 4; ++c) gate_scale[c] = unscale[c] * (1.0f / 6.0f);  // exact: a power of two
+  const auto at = [](int c, int cls) { return 4 * (c / 2) + 2 * cls + c % 2; };
+  // Two Ds alternating by row: with one, ptxas moved the adds that read D_r past the wgmmas of the
+  // next rows, which overwrite it (RECORD.md, run 72).
+  float dd[2][32], out[kKernel][8];
+#pragma unroll
+  for (int r = 0; r < kPlaneSide; ++r) {
+    float(&d)[32] = dd[r % 2];
+    uint32_t a[kPlanesCin][4];
+#pragma unroll
+    for (int ci = 0; ci < kPlanesCin; ++ci) {
+      const int offset = ci * kPlaneEntries + r * kPlaneSide;
+      a[ci][0] = low[offset];
+      a[ci][1] = low[offset + 8];
+      a[ci][2] = high[offset];
+      a[ci][3] = high[offset + 8];
+    }
+    pin_accumulators(d);
+    wgmma_fence();
+    // Channel ci's weight parts are tiles ci * kParts + part; the lo part first, as the mma.sync path.
+    wgmma_set(d, a[0], tiles + (kParts - 1) * kTileStep, zero);
+#pragma unroll
+    for (int ci = 0; ci < kPlanesCin; ++ci)
+#pragma unroll
+      for (int part = kParts - 1; part >= 0; --part)
+        if (ci > 0 || part < kParts - 1) wgmma_add(d, a[ci], tiles + (ci * kParts + part) * kTileStep);
+    wgmma_commit();
+    wgmma_wait_all();
+    pin_accumulators(d);
+    // Output row r - kh gets D_r's kh columns; row r starts from the bias. Before r = 3 some adds go
+    // to window slots of rows not started yet, which their first add then overwrites.
+#pragma unroll
+    for (int kh = 0; kh < kKernel; ++kh) {
+      float(&o)[8] = out[(r - kh + kKernel) % kKernel];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) o[e] = (kh == 0 ? bias[2 * (e / 4) + e % 2] : o[e]) + d[8 * kh + e];
+    }
+    if (r < kKernel - 1) continue;
+    const int j = r - (kKernel - 1);  // output row j is complete
+    const float(&row)[8] = out[j % kKernel];
+    if (j == 0) {  // the pivots: a value of the strip itself, the same for every lane of a channel
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const float v = row[at(c, 0)];
+        pivot[c] = __shfl_sync(0xffffffffu, v * fminf(fmaxf(fmaf(v, gate_scale[c], 0.5f), 0.f), 1.f), t);
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < 4; ++c)
+#pragma unroll
+      for (int cls = 0; cls < 2; ++cls) {
+        const float v = row[at(c, cls)];
+        const float dv = fmaf(v, fminf(fmaxf(fmaf(v, gate_scale[c], 0.5f), 0.f), 1.f), -pivot[c]);
+        sum[c][cls] += dv;
+        squares[c][cls] = fmaf(dv, dv, squares[c][cls]);
+      }
+  }
+  const float count = static_cast<float>(kPlaneOutRows * (kCols - dup_cols));
+  const bool kept[2] = {g >= dup_cols, g + 8 >= dup_cols};  // column col0 + g + 8 * cls
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    float s = (kept[0] ? sum[c][0] : 0.f) + (kept[1] ? sum[c][1] : 0.f);
+    float q = (kept[0] ? squares[c][0] : 0.f) + (kept[1] ? squares[c][1] : 0.f);
+#pragma unroll
+    for (int offset = 4; offset < 32; offset *= 2) {  // lanes t, t + 4, ... hold the same channels
+      s += __shfl_xor_sync(0xffffffffu, s, offset);
+      q += __shfl_xor_sync(0xffffffffu, q, offset);
+    }
+    s *= unscale[c];
+    q *= unscale[c] * unscale[c];
+    const float deviation = __fdividef(s, count);
+    moments[c] = {count, pivot[c] * unscale[c] + deviation, fmaxf(q - s * deviation, 0.f)};
+  }
+}
+
+// The TF32 fallback for one warp's strip (x beyond fp16's range, or a build without wgmma): the
+// mma.sync path's 10-row tiles straight from x, the last shifted back; moments of channels g and
+// g + 8 in lanes t = 0.
+template <Operands kFallback>
+__device__ __forceinline__ void plane_fallback(const TcParams& p, int n, int od, int col0, int dup_cols,
+                                               Moments<float> (&moments)[2]) {
+  Item it{};
+  it.n = n;
+  it.od = od;
+  it.sample = p.x + static_cast<long long>(n) * p.sample_stride;
+  it.slab_row0 = 0;
+  it.slab_rows = p.h;
+  it.active = true;
+#pragma unroll 1
+  for (int tile = 0; tile * kRows < kPlaneOutRows; ++tile) {
+    const int row0 = tile_origin(tile, kPlaneOutRows, kRows);
+    it.tile = WarpTile{row0, col0, tile * kRows - row0, dup_cols};
+    float acc[kRows][2][4];
+    init_accumulators<kFallback>(p, acc);
+    for (int ci = 0; ci < kPlanesCin; ++ci) accumulate_channel_tf32<kFallback>(p, channel_slab(p, it, ci), ci, it.tile, acc);
+    Moments<float> tile_moments[2];
+    warp_tile_moments(it, float2{1.f, 1.f}, false, acc, tile_moments);
+    moments[0] = merge_moments(moments[0], tile_moments[0]);
+    moments[1] = merge_moments(moments[1], tile_moments[1]);
+  }
+}
+
+// A consumer warpgroup: items wg, wg + kPlanesWarpgroups, ... of the block's stream of output
+// planes, two per item (the last item's second warp pair repeats the first plane if the stream
+// has an odd count, and writes nothing).
+template <Operands kFallback>
+__device__ __forceinline__ void consume_planes(const TcParams& p, int wg, const PlanesShared& s, uint64_t tiles) {
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int w = (threadIdx.x / 32) % 4;
+  const int strip = w % 2;
+  const int col0 = strip == 1 ? p.ow - kCols : 0, dup_cols = strip == 1 ? 2 * kCols - p.ow : 0;
+  const int lane_channels[4] = {2 * t, 2 * t + 1, 8 + 2 * t, 9 + 2 * t};
+  float bias[4], unscale[4];
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    bias[c] = p.half_bias[lane_channels[c]];
+    unscale[c] = p.half_unscale[lane_channels[c]];
+  }
+  const int planes = block_samples(p) * p.ods;
+  for (int k = wg; 2 * k < planes; k += kPlanesWarpgroups) {
+    // Both planes' pair planes, so that all four warps take the same route (wgmma is collective).
+    unsigned x_max_bits = 0;
+    for (int h = 0; h < 2; ++h) {
+      const int q = low_pair_of_plane(p, min(2 * k + h, planes - 1));
+      for (int pp = 0; pp < 2; ++pp) {
+        wait_phase(s.full, kPairRing, q + 2 * pp);
+#pragma unroll
+        for (int pw = 0; pw < kPlanesProducerWarps; ++pw) x_max_bits = max(x_max_bits, s.pair_max[(q + 2 * pp) % kPairRing][pw]);
+      }
+    }
+    const float x_max = __uint_as_float(x_max_bits);
+    const bool writes = 2 * k + w / 2 < planes;
+    const int plane = writes ? 2 * k + w / 2 : 2 * k, sample = plane / p.ods, od = plane - sample * p.ods;
+    const int q = low_pair_of_plane(p, plane);
+    const int n = static_cast<int>(blockIdx.x + sample * gridDim.x);
+    Moments<float>* partial = p.partials + (static_cast<long long>(n) * p.tiles + 2 * od + strip) * kCout;
+    if (kHaveWgmma && x_max <= kHalfMax && x_max >= kHalfSmallest) {
+      Moments<float> moments[4];
+      stream_plane<weight_parts(kFallback)>(s.pairs + (q % kPairRing) * kPlanesCin * kPlaneEntries,
+                   s.pairs + ((q + 2) % kPairRing) * kPlanesCin * kPlaneEntries, col0, dup_cols, tiles,
+                   p.cin - kPlanesCin, bias, unscale, moments);
+      __syncwarp();
+      if (lane == 0) mbarrier_arrive(barrier_at(s.done, k % kDoneRing));
+      if (writes && g == 0) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) partial[lane_channels[c]] = moments[c];
+      }
+    } else {
+      if (lane == 0) mbarrier_arrive(barrier_at(s.done, k % kDoneRing));
+      Moments<float> moments[2] = {};
+      plane_fallback<kFallback>(p, n, od, col0, dup_cols, moments);
+      if (writes && t == 0) {
+        partial[g] = moments[0];
+        partial[g + 8] = moments[1];
+      }
+    }
+  }
+}
+
+template <Operands kFallback>
+__global__ void __launch_bounds__(kThreads, 1) conv_k4_planes_wgmma_kernel(TcParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");  // as the mma.sync kernel
+#endif
+  extern __shared__ float4 smem_vec[];
+  __shared__ uint64_t landed[kInputRing], full[kPairRing], done[kDoneRing];
+  __shared__ unsigned pair_max[kPairRing][kPlanesProducerWarps];
+  if (threadIdx.x == 0) {
+    for (int b = 0; b < kInputRing; ++b) mbarrier_init(shared_address(&landed[b]), 1);
+    for (int b = 0; b < kPairRing; ++b) mbarrier_init(shared_address(&full[b]), kPlanesProducerThreads);
+    for (int b = 0; b < kDoneRing; ++b) mbarrier_init(shared_address(&done[b]), 4);  // a warp each
+  }
+  float* inputs = reinterpret_cast<float*>(smem_vec);
+  uint32_t* pairs = reinterpret_cast<uint32_t*>(inputs + kInputRing * kPlanesCin * kPlaneEntries);
+  uint4* tiles = reinterpret_cast<uint4*>(pairs + kPairRing * kPlanesCin * kPlaneEntries);
+  constexpr int kTileVectors = kPlanesCin * weight_parts(kFallback) * kPlanesTileBytes / 16;
+  for (int i = threadIdx.x; i < kTileVectors; i += kThreads) tiles[i] = __ldg(p.wgmma_tiles + i);
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // the tiles, visible to wgmma
+  __syncthreads();
+  const PlanesShared s{inputs, pairs, shared_address(landed), shared_address(full), shared_address(done), pair_max};
+  const int warp = threadIdx.x / 32;
+  if (warp >= kMmaWarpsPerBlock) {
+    release_registers<kPlanesProducerRegisters>();
+    produce_planes(p, threadIdx.x - kMmaWarpsPerBlock * 32, s);
+  } else {
+    claim_registers<kPlanesMmaRegisters>();
+    consume_planes<kFallback>(p, warp / 4, s, wgmma_descriptor(shared_address(tiles)));
+  }
+}
+
 // TF32 rounding as cvt.rna does it (nearest, ties away from zero) on float32 bit patterns.
 at::Tensor round_to_tf32(const at::Tensor& w) {
   return w.contiguous().view(at::kInt).add(0x1000).bitwise_and(static_cast<int32_t>(0xFFFFE000u)).view(at::kFloat);
@@ -912,6 +1332,24 @@ constexpr size_t kMaxSharedBytes = 200 * 1024;
 // accurate mode's 1e-5 promise instead.
 constexpr int64_t kAccurateMinPositions = 8192;
 
+// The planes kernel's shared memory: kInputRing input planes, kPairRing pair planes, the B tiles.
+constexpr size_t planes_shared_bytes(int parts) {
+  return (kInputRing + kPairRing) * kPlanesCin * kPlaneEntries * sizeof(float) + kPlanesCin * parts * kPlanesTileBytes;
+}
+static_assert(planes_shared_bytes(2) <= kMaxSharedBytes, "the planes kernel's rings and tiles fit");
+// FUSED3D_WGMMA_BUILT: the build has an sm_90a target (CMakeLists.txt, tools/fused3d_torch.py);
+// without it the kernel would take its TF32 fallback everywhere.
+bool planes_kernel_runs(const at::Tensor& x) {
+#if defined(FUSED3D_WGMMA_BUILT)
+  const bool hopper = at::cuda::getDeviceProperties(x.get_device())->major == 9;
+#else
+  const bool hopper = false;
+#endif
+  return hopper && x.size(0) >= kPlanesMinBatch && x.size(1) == kPlanesCin &&
+         x.size(2) - kKernel + 1 >= kPlanesMinDepth && x.size(3) == kPlaneSide && x.size(4) == kPlaneSide &&
+         reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+}
+
 }  // namespace tensorcore_kernel
 
 
@@ -932,9 +1370,12 @@ bool tensorcore_k4_can_run(const FusedLayer& l, const at::Tensor& x, Precision p
          shared_bytes(x) <= kMaxSharedBytes;
 }
 
+bool tensorcore_k4_runs_planes_kernel(const at::Tensor& x) { return tensorcore_kernel::planes_kernel_runs(x); }
+
 int tensorcore_k4_tiles(const at::Tensor& x) {
   using namespace tensorcore_kernel;  // this file's internals
-  return static_cast<int>(x.size(2) - kKernel + 1) * geometry(x).bands;
+  const int ods = static_cast<int>(x.size(2) - kKernel + 1);
+  return planes_kernel_runs(x) ? ods * 2 : ods * geometry(x).bands;  // planes kernel: a tile per strip
 }
 
 TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& l, Precision precision) {
@@ -962,6 +1403,14 @@ TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& l, Precision prec
                                 .reshape({cin, kKernel, 32, 8});
   const at::Tensor half_parts = split(scaled, [](const at::Tensor& v) { return v.to(at::kHalf); });
   packed.half_fragments = half_parts.permute({1, 2, 0, 3, 4}).contiguous();  // (ci, kh, part, lane, 8)
+  // The planes kernel's B tiles, (ci, part): element (k, n = 16*kh + co) of a tile at
+  // (2 * (n / 8) + k / 8) * 64 + (n % 8) * 8 + k % 8 halves (wgmma_descriptor), k = 8*pp + 2*kw + kdl.
+  // (co = 8*chh + chl, ci, kd = 2*pp + kdl, kh, kw) -> (ci, kh, chh, pp, chl, kw, kdl)
+  const at::Tensor tiles = (w * scale.view({kCout, 1, 1, 1, 1}))
+                               .view({2, 8, cin, 2, 2, kKernel, kKernel})
+                               .permute({2, 5, 0, 3, 1, 6, 4})
+                               .reshape({cin, kPlanesTileBytes / 2});
+  packed.wgmma_tiles = split(tiles, [](const at::Tensor& v) { return v.to(at::kHalf); }).transpose(0, 1).contiguous();
   packed.half_bias = (bias * scale).contiguous();
   packed.half_unscale = scale.reciprocal().contiguous();
 
@@ -1039,7 +1488,13 @@ void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& 
     p.done_blocks = done_counter(x.get_device(), stream);
   }
 
-  const size_t smem = shared_bytes(x);
+  const bool planes = planes_kernel_runs(x);
+  if (planes) {
+    TORCH_CHECK(epilogue == nullptr, "fused3d: the planes kernel does not run the epilogue");
+    p.items = p.batch;  // a block takes whole samples
+    p.wgmma_tiles = reinterpret_cast<const uint4*>(packed.wgmma_tiles.data_ptr<at::Half>());
+  }
+  const size_t smem = planes ? planes_shared_bytes(packed.parts) : shared_bytes(x);
   const auto launch = [&](auto kernel) {
     // Persistent grid: as many blocks as fit on the GPU at once, or one per item if fewer. The
     // occupancy query and the shared-memory attribute are done once per kernel, device and size:
@@ -1068,7 +1523,11 @@ void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& 
     kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
-  if (packed.parts == 2)
+  if (planes && packed.parts == 2)
+    launch(conv_k4_planes_wgmma_kernel<Operands::kTf32Split>);
+  else if (planes)
+    launch(conv_k4_planes_wgmma_kernel<Operands::kTf32>);
+  else if (packed.parts == 2)
     launch(conv_k4_tensorcore_moments_kernel<Operands::kHalfSplit, Operands::kTf32Split>);
   else
     launch(conv_k4_tensorcore_moments_kernel<Operands::kHalf, Operands::kTf32>);

@@ -15,13 +15,16 @@ struct TensorcoreWeights {
   at::Tensor half_bias;       // (16) bias * channel scale
   at::Tensor half_unscale;    // (16) 1 / channel scale
   at::Tensor tf32_fragments;  // (Cin, 4 kd, 2 kh pairs, parts, 32 lanes, 4) float32, TF32-rounded
+  at::Tensor wgmma_tiles;     // (Cin, parts, 1024) float16: the planes kernel's wgmma B tiles
   at::Tensor bias;            // (16), zeros when the conv has no bias
   int parts = 1;
 };
 
 bool tensorcore_k4_can_run(const FusedLayer& layer, const at::Tensor& x, Precision precision);
 TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& layer, Precision precision);
-// Blocks per sample, each writing one Moments per channel.
+// Whether the wgmma planes kernel (sm_90a) runs for x.
+bool tensorcore_k4_runs_planes_kernel(const at::Tensor& x);
+// Tiles per sample, each writing one Moments per channel.
 int tensorcore_k4_tiles(const at::Tensor& x);
 // Whether the moments kernel also runs the GroupNorm-mean epilogue (its last block) at this batch.
 bool tensorcore_k4_runs_epilogue(int64_t batch);

@@ -46,7 +46,8 @@ def _arch_flags():
     if os.environ.get("TORCH_CUDA_ARCH_LIST") or not torch.cuda.is_available():
         return []
     if torch.cuda.get_device_capability() == (9, 0):
-        return ["-gencode=arch=compute_90a,code=sm_90a"]
+        # FUSED3D_WGMMA_BUILT: the wgmma planes kernel may run (conv3d_k4_tensorcore.cu).
+        return ["-gencode=arch=compute_90a,code=sm_90a", "-DFUSED3D_WGMMA_BUILT"]
     return []
 
 
