@@ -889,8 +889,8 @@ __global__ void __launch_bounds__(kThreads, 1) conv_k4_tensorcore_moments_kernel
 // above copies each output plane's 4 input planes and converts them afresh: 4x the copies, twice
 // the conversions, and that producer side was what held a wgmma kernel back (3.14).
 //
-// Block: one producer warpgroup walks the block's samples (blockIdx.x, + gridDim.x, ...) plane by
-// plane: bulk copies kInputRing input planes ahead, converts pair plane q (with the fp16 range
+// Block: one producer warpgroup walks the block's share of the batch's output planes (block_planes)
+// plane by plane: bulk copies kInputRing input planes ahead, converts pair plane q (with the fp16 range
 // check) into ring slot q % kPairRing once the output planes that read the slot's previous pair
 // plane are done. kPlanesWarpgroups consumer warpgroups take the block's output planes two at a
 // time (item k: planes 2k and 2k + 1 of the block's stream), warp w on strip w % 2 of plane
@@ -921,9 +921,10 @@ constexpr int kDoneRing = 16;
 constexpr int kPlanesProducerThreads = 128;
 constexpr int kPlanesProducerWarps = kPlanesProducerThreads / 32;
 constexpr int kPlanesTileBytes = 16 * kPlanesN * 2;  // one B tile: K 16 x N 64, fp16
-// A block takes whole samples: below 4 per SM the last round leaves SMs idle. At B = 512 the kernel
-// took 0.157 / 0.129 ms against 0.216 / 0.155 (accurate / tf32; B = 333 runs the kernel above).
-constexpr int64_t kPlanesMinBatch = 512;
+// From B = 64 on it beats the kernel above (H100, run 82, accurate / tf32: B = 64 0.039 / 0.034 ms
+// against 0.044 / 0.035; B = 333 0.109 / 0.092 against 0.142 / 0.103). Smaller batches, B = 1 above
+// all, keep the kernel above, which spreads a sample over the GPU and runs the epilogue itself.
+constexpr int64_t kPlanesMinBatch = 64;
 // Registers (setmaxnreg from 128 each): the consumers' unrolled loop has 519 spill instructions at
 // 128, 5 at 144; the producers keep a pair plane's 24 loads in flight (3,000 cycles per pair plane
 // with two at a time, tf32 0.283 -> 0.243 ms; runs 78-79).
@@ -993,18 +994,40 @@ struct PlanesShared {
   unsigned (*pair_max)[kPlanesProducerWarps];
 };
 
-__device__ __forceinline__ int block_samples(const TcParams& p) {
-  return static_cast<int>((p.batch - blockIdx.x + gridDim.x - 1) / gridDim.x);
-}
 __device__ __forceinline__ void wait_phase(unsigned barriers, int ring, int use) {
   mbarrier_wait(barrier_at(barriers, use % ring), (use / ring) & 1);
 }
 
-// Producer thread 0: input plane `input` of the block's stream (D per sample), every channel, into
-// inputs[input % kInputRing].
-__device__ __forceinline__ void copy_input_plane(const TcParams& p, const PlanesShared& s, int input) {
-  const int sample = input / p.d, plane = input - sample * p.d;
-  const float* src = p.x + static_cast<long long>(blockIdx.x + sample * gridDim.x) * p.sample_stride + plane * kPlaneEntries;
+// The block's output planes: [start, start + count) of the batch's B x OD in sample-major order,
+// the same share for every block to one plane. (Whole samples per block left the standard batch's
+// blocks of 8 samples 3% longer than its average of 7.76; runs 81-82.) A block's streams run over
+// segments, one per sample it touches: segment `seg` is sample first_sample + seg, output planes
+// [b, e) of it; its pair planes are b .. e + 1 and its input planes b .. e + 2. Numbered along the
+// block's streams, output plane od of sample n is n * OD + od - start, its pp = 0 pair plane that
+// + 2 * seg, and input plane i of sample n that + 3 * seg.
+struct PlaneRange {
+  int start, count, first_sample;
+};
+__device__ __forceinline__ PlaneRange block_planes(const TcParams& p) {
+  const long long total = static_cast<long long>(p.batch) * p.ods;
+  const int start = static_cast<int>(total * blockIdx.x / gridDim.x);
+  const int end = static_cast<int>(total * (blockIdx.x + 1) / gridDim.x);
+  return {start, end - start, start / p.ods};
+}
+// Segment seg of the block's range: its sample and output planes [b, e).
+struct Segment {
+  int sample, b, e;
+};
+__device__ __forceinline__ Segment segment_of(const TcParams& p, const PlaneRange& r, int seg) {
+  const int sample = r.first_sample + seg, first = sample * p.ods;
+  return {sample, max(r.start, first) - first, min(r.start + r.count, first + p.ods) - first};
+}
+
+// Producer thread 0: input plane `plane` of `sample`, every channel, into inputs[input % kInputRing]
+// (`input`: its number along the block's stream).
+__device__ __forceinline__ void copy_input_plane(const TcParams& p, const PlanesShared& s, int sample, int plane,
+                                                 int input) {
+  const float* src = p.x + static_cast<long long>(sample) * p.sample_stride + plane * kPlaneEntries;
   const int slot = input % kInputRing;
   const unsigned bar = barrier_at(s.landed, slot);
   constexpr unsigned kBytes = kPlaneEntries * sizeof(float);
@@ -1015,65 +1038,82 @@ __device__ __forceinline__ void copy_input_plane(const TcParams& p, const Planes
               kBytes, bar);
 }
 
-__device__ __forceinline__ void wait_item_of_plane(const TcParams& p, const PlanesShared& s, int sample, int od) {
-  wait_phase(s.done, kDoneRing, (sample * p.ods + od) / 2);
+// Producer thread 0's walk over the block's input planes, copying them in stream order.
+struct CopyCursor {
+  int seg, plane, input;  // next to copy: input plane `plane` of segment seg, number `input`
+  Segment segment;
+};
+__device__ __forceinline__ void copy_next(const TcParams& p, const PlanesShared& s, const PlaneRange& r, CopyCursor& c) {
+  copy_input_plane(p, s, c.segment.sample, c.plane, c.input);
+  ++c.input;
+  if (++c.plane < c.segment.e + kKernel - 1) return;
+  c.segment = segment_of(p, r, ++c.seg);
+  c.plane = c.segment.b;
 }
 
-// The pair plane that output plane `plane` of the block's stream reads as pp = 0 (OD + 2 pair planes
-// per sample); its pp = 1 pair plane is 2 further.
-__device__ __forceinline__ int low_pair_of_plane(const TcParams& p, int plane) { return plane + 2 * (plane / p.ods); }
-
-// The producer warpgroup: the block's pair planes in order, OD + 2 per sample (pair plane q of the
-// stream is planes q % (OD + 2) and + 1 of sample q / (OD + 2)).
-__device__ __forceinline__ void produce_planes(const TcParams& p, int thread, const PlanesShared& s) {
-  const int samples = block_samples(p), pairs_per_sample = p.ods + 2;
-  const int inputs = samples * p.d, pairs = samples * pairs_per_sample;
-  int issued = 0;  // input planes whose copies thread 0 has issued
+// The producer warpgroup: the block's pair planes in stream order. users[slot]: the items that read
+// the pair plane in that slot (-1: none), for the wait before the slot is written again.
+__device__ __forceinline__ void produce_planes(const TcParams& p, int thread, const PlanesShared& s,
+                                               int (*users)[2]) {
+  const PlaneRange r = block_planes(p);
+  const int segments = (r.start + r.count - 1) / p.ods - r.first_sample + 1;
+  const int inputs = r.count + (kKernel - 1) * segments;
+  CopyCursor copies{0, 0, 0, segment_of(p, r, 0)};
+  copies.plane = copies.segment.b;
   if (thread == 0)
-    for (; issued < min(kInputRing, inputs); ++issued) copy_input_plane(p, s, issued);
-  for (int q = 0; q < pairs; ++q) {
-    const int sample = q / pairs_per_sample, plane = q - sample * pairs_per_sample;
-    const int first_input = sample * p.d + plane;
-    const int slot = q % kPairRing;
-    if (q >= kPairRing) {
-      // The slot's previous pair plane was read by output planes po (pp = 0) and po - 2 (pp = 1).
-      const int previous = q - kPairRing, ps = previous / pairs_per_sample, po = previous - ps * pairs_per_sample;
-      if (po >= 2) wait_item_of_plane(p, s, ps, po - 2);
-      if (po < p.ods) wait_item_of_plane(p, s, ps, po);
-    }
-    wait_phase(s.landed, kInputRing, first_input);
-    wait_phase(s.landed, kInputRing, first_input + 1);
-    const float* low = s.inputs + (first_input % kInputRing) * kPlanesCin * kPlaneEntries;
-    const float* high = s.inputs + ((first_input + 1) % kInputRing) * kPlanesCin * kPlaneEntries;
-    uint32_t* pair = s.pairs + slot * kPlanesCin * kPlaneEntries;
-    // All loads first: the conversion is latency-bound on shared loads that queue behind the
-    // consumers' (run 78: ~3,000 cycles per pair plane with two groups of loads in flight).
-    constexpr int kLoads = kPlanesCin * kPlaneEntries / (4 * kPlanesProducerThreads);
-    float4 a[kLoads], b[kLoads];
+    while (copies.input < min(kInputRing, inputs)) copy_next(p, s, r, copies);
+  int q = 0;
+  for (int seg = 0; seg < segments; ++seg) {
+    const Segment segment = segment_of(p, r, seg);
+    for (int plane = segment.b; plane <= segment.e + 1; ++plane, ++q) {
+      const int at = segment.sample * p.ods + plane - r.start;  // output plane `plane` in the stream
+      const int first_input = at + 3 * seg;
+      const int slot = q % kPairRing;
+      if (q >= kPairRing) {
+        // The slot's previous pair plane: wait for the items that read it.
 #pragma unroll
-    for (int i = 0; i < kLoads; ++i) {
-      const int e = 4 * (thread + i * kPlanesProducerThreads);
-      a[i] = *reinterpret_cast<const float4*>(low + e);
-      b[i] = *reinterpret_cast<const float4*>(high + e);
-    }
-    float m = 0.f;
+        for (int u = 0; u < 2; ++u)
+          if (users[slot][u] >= 0) wait_phase(s.done, kDoneRing, users[slot][u]);
+      }
+      wait_phase(s.landed, kInputRing, first_input);
+      wait_phase(s.landed, kInputRing, first_input + 1);
+      const float* low = s.inputs + (first_input % kInputRing) * kPlanesCin * kPlaneEntries;
+      const float* high = s.inputs + ((first_input + 1) % kInputRing) * kPlanesCin * kPlaneEntries;
+      uint32_t* pair = s.pairs + slot * kPlanesCin * kPlaneEntries;
+      // All loads first: the conversion is latency-bound on shared loads that queue behind the
+      // consumers' (run 78: ~3,000 cycles per pair plane with two groups of loads in flight).
+      constexpr int kLoads = kPlanesCin * kPlaneEntries / (4 * kPlanesProducerThreads);
+      float4 x0[kLoads], x1[kLoads];
 #pragma unroll
-    for (int i = 0; i < kLoads; ++i) {
-      m = fmaxf(m, fmaxf(fmaxf(fabsf(a[i].x), fabsf(a[i].y)), fmaxf(fabsf(a[i].z), fabsf(a[i].w))));
-      m = fmaxf(m, fmaxf(fmaxf(fabsf(b[i].x), fabsf(b[i].y)), fmaxf(fabsf(b[i].z), fabsf(b[i].w))));
-      *reinterpret_cast<uint4*>(pair + 4 * (thread + i * kPlanesProducerThreads)) =
-          make_uint4(half_pair(a[i].x, b[i].x), half_pair(a[i].y, b[i].y), half_pair(a[i].z, b[i].z),
-                     half_pair(a[i].w, b[i].w));
+      for (int i = 0; i < kLoads; ++i) {
+        const int e = 4 * (thread + i * kPlanesProducerThreads);
+        x0[i] = *reinterpret_cast<const float4*>(low + e);
+        x1[i] = *reinterpret_cast<const float4*>(high + e);
+      }
+      float m = 0.f;
+#pragma unroll
+      for (int i = 0; i < kLoads; ++i) {
+        m = fmaxf(m, fmaxf(fmaxf(fabsf(x0[i].x), fabsf(x0[i].y)), fmaxf(fabsf(x0[i].z), fabsf(x0[i].w))));
+        m = fmaxf(m, fmaxf(fmaxf(fabsf(x1[i].x), fabsf(x1[i].y)), fmaxf(fabsf(x1[i].z), fabsf(x1[i].w))));
+        *reinterpret_cast<uint4*>(pair + 4 * (thread + i * kPlanesProducerThreads)) =
+            make_uint4(half_pair(x0[i].x, x1[i].x), half_pair(x0[i].y, x1[i].y), half_pair(x0[i].z, x1[i].z),
+                       half_pair(x0[i].w, x1[i].w));
+      }
+      const unsigned warp_max = __reduce_max_sync(0xffffffffu, __float_as_uint(m));
+      if (thread % 32 == 0) s.pair_max[slot][thread / 32] = warp_max;
+      mbarrier_arrive(barrier_at(s.full, slot));
+      // Every producer thread is past its waits on users[slot] and its reads of input plane
+      // first_input, which is read for the last time here (and first_input + 1 too at the segment's
+      // last pair plane).
+      named_barrier(kProducerBarrier, kPlanesProducerThreads);
+      if (thread == 0) {
+        // Output planes `plane` (pp = 0) and plane - 2 (pp = 1) read this pair plane, if in the segment.
+        users[slot][0] = plane < segment.e ? at / 2 : -1;
+        users[slot][1] = plane - 2 >= segment.b ? (at - 2) / 2 : -1;
+        const int finished = first_input + (plane == segment.e + 1 ? 2 : 1);
+        while (copies.input < min(finished + kInputRing, inputs)) copy_next(p, s, r, copies);
+      }
     }
-    const unsigned warp_max = __reduce_max_sync(0xffffffffu, __float_as_uint(m));
-    if (thread % 32 == 0) s.pair_max[slot][thread / 32] = warp_max;
-    mbarrier_arrive(barrier_at(s.full, slot));
-    // Input plane first_input is read for the last time (and first_input + 1 too at a sample's
-    // last pair plane) once every producer thread is past here.
-    named_barrier(kProducerBarrier, kPlanesProducerThreads);
-    const int finished = first_input + (plane == pairs_per_sample - 1 ? 2 : 1);
-    if (thread == 0)
-      for (; issued < min(finished + kInputRing, inputs); ++issued) copy_input_plane(p, s, issued);
   }
 }
 
@@ -1213,12 +1253,19 @@ __device__ __forceinline__ void consume_planes(const TcParams& p, int wg, const 
     bias[c] = p.half_bias[lane_channels[c]];
     unscale[c] = p.half_unscale[lane_channels[c]];
   }
-  const int planes = block_samples(p) * p.ods;
-  for (int k = wg; 2 * k < planes; k += kPlanesWarpgroups) {
+  const PlaneRange r = block_planes(p);
+  // Output plane `at` of the block's stream: its sample and depth, and its pp = 0 pair plane.
+  const auto locate = [&](int at, int& n, int& od, int& pair) {
+    n = (r.start + at) / p.ods;
+    od = r.start + at - n * p.ods;
+    pair = at + 2 * (n - r.first_sample);
+  };
+  for (int k = wg; 2 * k < r.count; k += kPlanesWarpgroups) {
     // Both planes' pair planes, so that all four warps take the same route (wgmma is collective).
     unsigned x_max_bits = 0;
     for (int h = 0; h < 2; ++h) {
-      const int q = low_pair_of_plane(p, min(2 * k + h, planes - 1));
+      int n, od, q;
+      locate(min(2 * k + h, r.count - 1), n, od, q);
       for (int pp = 0; pp < 2; ++pp) {
         wait_phase(s.full, kPairRing, q + 2 * pp);
 #pragma unroll
@@ -1226,10 +1273,9 @@ __device__ __forceinline__ void consume_planes(const TcParams& p, int wg, const 
       }
     }
     const float x_max = __uint_as_float(x_max_bits);
-    const bool writes = 2 * k + w / 2 < planes;
-    const int plane = writes ? 2 * k + w / 2 : 2 * k, sample = plane / p.ods, od = plane - sample * p.ods;
-    const int q = low_pair_of_plane(p, plane);
-    const int n = static_cast<int>(blockIdx.x + sample * gridDim.x);
+    const bool writes = 2 * k + w / 2 < r.count;
+    int n, od, q;
+    locate(writes ? 2 * k + w / 2 : 2 * k, n, od, q);
     Moments<float>* partial = p.partials + (static_cast<long long>(n) * p.tiles + 2 * od + strip) * kCout;
     if (kHaveWgmma && x_max <= kHalfMax && x_max >= kHalfSmallest) {
       Moments<float> moments[4];
@@ -1262,6 +1308,7 @@ __global__ void __launch_bounds__(kThreads, 1) conv_k4_planes_wgmma_kernel(TcPar
   extern __shared__ float4 smem_vec[];
   __shared__ uint64_t landed[kInputRing], full[kPairRing], done[kDoneRing];
   __shared__ unsigned pair_max[kPairRing][kPlanesProducerWarps];
+  __shared__ int pair_users[kPairRing][2];
   if (threadIdx.x == 0) {
     for (int b = 0; b < kInputRing; ++b) mbarrier_init(shared_address(&landed[b]), 1);
     for (int b = 0; b < kPairRing; ++b) mbarrier_init(shared_address(&full[b]), kPlanesProducerThreads);
@@ -1278,7 +1325,7 @@ __global__ void __launch_bounds__(kThreads, 1) conv_k4_planes_wgmma_kernel(TcPar
   const int warp = threadIdx.x / 32;
   if (warp >= kMmaWarpsPerBlock) {
     release_registers<kPlanesProducerRegisters>();
-    produce_planes(p, threadIdx.x - kMmaWarpsPerBlock * 32, s);
+    produce_planes(p, threadIdx.x - kMmaWarpsPerBlock * 32, s, pair_users);
   } else {
     claim_registers<kPlanesMmaRegisters>();
     consume_planes<kFallback>(p, warp / 4, s, wgmma_descriptor(shared_address(tiles)));
@@ -1491,7 +1538,7 @@ void launch_tensorcore_k4_moments(const at::Tensor& x, const TensorcoreWeights& 
   const bool planes = planes_kernel_runs(x);
   if (planes) {
     TORCH_CHECK(epilogue == nullptr, "fused3d: the planes kernel does not run the epilogue");
-    p.items = p.batch;  // a block takes whole samples
+    p.items = static_cast<int>(std::min<int64_t>(x.size(0) * p.ods, std::numeric_limits<int>::max()));  // output planes
     p.wgmma_tiles = reinterpret_cast<const uint4*>(packed.wgmma_tiles.data_ptr<at::Half>());
   }
   const size_t smem = planes ? planes_shared_bytes(packed.parts) : shared_bytes(x);

@@ -143,13 +143,13 @@ TEST_F(FusedCuda, TF32ModeOnUniformAndNormalInputs) {
   expect_matches_references(layer, at::randn(uniform.sizes(), gen), cuda_, kTF32Bound, Precision::kTF32);
 }
 
-// From 512 samples of 16 x 32 x 32 both modes run the wgmma planes kernel, where a block streams
-// whole samples plane by plane (on 132 SMs, 529 samples are blocks of 4 and 5). A third of the
-// samples U[0,1), a third N(0,1), a third U[5,6) (DESIGN-NOTES: where rounding x costs the most), and
-// four beyond fp16's range (1e5, 1e-6: the TF32 fallback; 3e4: still fp16). Every sample against
-// libtorch native; a spread of them (each distribution, block edges, the scaled ones) against
-// float64 on the CPU, which a sample's output allows (it depends on that sample alone; all 529 in
-// float64 would take the CPU minutes).
+// From 64 samples of 16 x 32 x 32 both modes run the wgmma planes kernel, where a block streams its
+// share of the batch's output planes (on 132 SMs, 52 or 53 of 529 x 13: most samples are split
+// between two blocks). A third of the samples U[0,1), a third N(0,1), a third U[5,6) (DESIGN-NOTES:
+// where rounding x costs the most), and four beyond fp16's range (1e5, 1e-6: the TF32 fallback; 3e4:
+// still fp16). Every sample against libtorch native; a spread of them (each distribution, the scaled
+// ones) against float64 on the CPU, which a sample's output allows (it depends on that sample alone;
+// all 529 in float64 would take the CPU minutes).
 TEST_F(FusedCuda, PlanesKernelOverManySamplesInBothModes) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(31);
   const LayerSpec spec{529, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
