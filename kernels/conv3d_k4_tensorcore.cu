@@ -535,6 +535,23 @@ __device__ __forceinline__ void init_accumulators(const TcParams& p, float (&acc
     }
 }
 
+// One channel's Moments from its lanes' pivot-shifted sums s and sums of squares q: the lanes that
+// hold the channel (xor distances kFirstLane .. < kEndLane) add theirs, and the sums, in units of
+// the accumulator, are scaled back by `unscale`. count > 0. __fdividef: 2 ulp instead of IEEE
+// division's ~10 instructions and a slow-path branch, per item.
+template <int kFirstLane, int kEndLane>
+__device__ __forceinline__ Moments<float> lanes_to_moments(float s, float q, float count, float pivot, float unscale) {
+#pragma unroll
+  for (int offset = kFirstLane; offset < kEndLane; offset *= 2) {
+    s += __shfl_xor_sync(0xffffffffu, s, offset);
+    q += __shfl_xor_sync(0xffffffffu, q, offset);
+  }
+  s *= unscale;
+  q *= unscale * unscale;
+  const float deviation = __fdividef(s, count);
+  return {count, pivot * unscale + deviation, fmaxf(q - s * deviation, 0.f)};
+}
+
 // Moments of the warp tile's outputs (hardswish applied) for channels g (c = 0) and g + 8 (c = 1),
 // returned in lanes t = 0. The accumulator holds y / u (u = the channel's power-of-two unscale; 1 on
 // the TF32 route), so everything is computed in those units and scaled back exactly at the end:
@@ -582,18 +599,8 @@ __device__ __forceinline__ void warp_tile_moments(const Item& it, const float2& 
       s += kept ? sum[c][cls] : 0.f;
       q += kept ? squares[c][cls] : 0.f;
     }
-    // Lanes 4g .. 4g+3 hold the same channels.
-#pragma unroll
-    for (int offset = 1; offset <= 2; offset *= 2) {
-      s += __shfl_xor_sync(0xffffffffu, s, offset);
-      q += __shfl_xor_sync(0xffffffffu, q, offset);
-    }
-    s *= unscale[c];
-    q *= unscale[c] * unscale[c];
-    // count > 0: a warp tile always owns at least one row and one column.
-    // __fdividef: 2 ulp instead of IEEE division's ~10 instructions and a slow-path branch, per item.
-    const float deviation = __fdividef(s, count);
-    moments[c] = {count, pivot[c] * unscale[c] + deviation, fmaxf(q - s * deviation, 0.f)};
+    // Lanes 4g .. 4g+3 hold the same channels; a warp tile always owns a row and a column.
+    moments[c] = lanes_to_moments<1, 4>(s, q, count, pivot[c], unscale[c]);
   }
 }
 
@@ -1195,17 +1202,9 @@ __device__ __forceinline__ void stream_plane(const uint32_t* pair_low, const uin
   const bool kept[2] = {g >= dup_cols, g + 8 >= dup_cols};  // column col0 + g + 8 * cls
 #pragma unroll
   for (int c = 0; c < 4; ++c) {
-    float s = (kept[0] ? sum[c][0] : 0.f) + (kept[1] ? sum[c][1] : 0.f);
-    float q = (kept[0] ? squares[c][0] : 0.f) + (kept[1] ? squares[c][1] : 0.f);
-#pragma unroll
-    for (int offset = 4; offset < 32; offset *= 2) {  // lanes t, t + 4, ... hold the same channels
-      s += __shfl_xor_sync(0xffffffffu, s, offset);
-      q += __shfl_xor_sync(0xffffffffu, q, offset);
-    }
-    s *= unscale[c];
-    q *= unscale[c] * unscale[c];
-    const float deviation = __fdividef(s, count);
-    moments[c] = {count, pivot[c] * unscale[c] + deviation, fmaxf(q - s * deviation, 0.f)};
+    const float s = (kept[0] ? sum[c][0] : 0.f) + (kept[1] ? sum[c][1] : 0.f);
+    const float q = (kept[0] ? squares[c][0] : 0.f) + (kept[1] ? squares[c][1] : 0.f);
+    moments[c] = lanes_to_moments<4, 32>(s, q, count, pivot[c], unscale[c]);  // lanes t, t + 4, ...
   }
 }
 
