@@ -987,11 +987,11 @@ __device__ __forceinline__ void pin_accumulators(float (&d)[32]) {
   for (int i = 0; i < 32; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// The block's shared state. Input plane s of the block's stream (sample s / (OD + 3), plane
-// s % (OD + 3)) lands in inputs[s % kInputRing] (all channels) and completes a phase of landed;
-// pair plane q (sample q / (OD + 2), planes q % (OD + 2) and + 1) is written to pairs[q % kPairRing]
-// and completes a phase of full (arrivals: every producer thread), with max|x| per producer warp
-// in pair_max; item k's four warps arrive on done[k % kDoneRing] when they have read its planes.
+// The block's shared state. Input plane s of the block's stream (numbered as block_planes says)
+// lands in inputs[s % kInputRing] (all channels) and completes a phase of landed; pair plane q is
+// written to pairs[q % kPairRing] and completes a phase of full (arrivals: every producer thread),
+// with max|x| per producer warp in pair_max; item k's four warps arrive on done[k % kDoneRing] when
+// they have read its pair planes.
 struct PlanesShared {
   float* inputs;     // [kInputRing][kPlanesCin][kPlaneEntries]
   uint32_t* pairs;   // [kPairRing][kPlanesCin][kPlaneEntries]: half2 {plane p, plane p + 1}
@@ -1006,8 +1006,8 @@ __device__ __forceinline__ void wait_phase(unsigned barriers, int ring, int use)
 }
 
 // The block's output planes: [start, start + count) of the batch's B x OD in sample-major order,
-// the same share for every block to one plane. (Whole samples per block left the standard batch's
-// blocks of 8 samples 3% longer than its average of 7.76; runs 81-82.) A block's streams run over
+// the same share for every block to one plane (whole samples per block, rounds of 8 and 7 on the
+// standard batch, were 0.5% slower there and 2-6% at B = 4096; run 82). A block's streams run over
 // segments, one per sample it touches: segment `seg` is sample first_sample + seg, output planes
 // [b, e) of it; its pair planes are b .. e + 1 and its input planes b .. e + 2. Numbered along the
 // block's streams, output plane od of sample n is n * OD + od - start, its pp = 0 pair plane that
