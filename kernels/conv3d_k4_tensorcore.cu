@@ -1007,7 +1007,7 @@ __device__ __forceinline__ void wait_phase(unsigned barriers, int ring, int use)
 
 // The block's output planes: [start, start + count) of the batch's B x OD in sample-major order,
 // the same share for every block to one plane (whole samples per block, rounds of 8 and 7 on the
-// standard batch, were 0.5% slower there and 2-6% at B = 4096; run 82). A block's streams run over
+// standard batch, were 0.5% slower there; run 82). A block's streams run over
 // segments, one per sample it touches: segment `seg` is sample first_sample + seg, output planes
 // [b, e) of it; its pair planes are b .. e + 1 and its input planes b .. e + 2. Numbered along the
 // block's streams, output plane od of sample n is n * OD + od - start, its pp = 0 pair plane that
