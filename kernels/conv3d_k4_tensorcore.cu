@@ -933,8 +933,9 @@ constexpr int kPlanesTileBytes = 16 * kPlanesN * 2;  // one B tile: K 16 x N 64,
 // all, keep the kernel above, which spreads a sample over the GPU and runs the epilogue itself.
 constexpr int64_t kPlanesMinBatch = 64;
 // Registers (setmaxnreg from 128 each): the consumers' unrolled loop has 519 spill instructions at
-// 128, 5 at 144; the producers keep a pair plane's 24 loads in flight (3,000 cycles per pair plane
-// with two at a time, tf32 0.283 -> 0.243 ms; runs 78-79).
+// 128, 5 at 144; the producers keep a pair plane's 24 loads in flight (with two at a time, ~3,000
+// cycles per pair plane and tf32 0.283 ms against the base's 0.293, run 78; all 24: 0.243 against
+// 0.294-0.297, run 79).
 constexpr int kPlanesMmaRegisters = 144;
 constexpr int kPlanesProducerRegisters = 80;
 static_assert(kPlanesWarpgroups * 128 * kPlanesMmaRegisters + kPlanesProducerThreads * kPlanesProducerRegisters <=
