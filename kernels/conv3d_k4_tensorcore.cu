@@ -51,6 +51,7 @@
 // kAccurateMinPositions output positions per sample (see there).
 #include "conv3d_k4_tensorcore.h"
 #include "moments.h"
+#include "wgmma.h"
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -946,48 +947,6 @@ static_assert(kPairRing > 2 * kPlanesWarpgroups + 2, "a warpgroup's next item st
 static_assert(2 * kDoneRing > kPairRing + 5, "the producer waits for an item before its done barrier turns over");
 static_assert(kPlaneEntries % (4 * kPlanesProducerThreads) == 0, "the conversion's 4-entry groups split evenly");
 
-// wgmma exists on the arch-specific target only; elsewhere the kernel takes its TF32 fallback.
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define FUSED3D_WGMMA(...) asm volatile(__VA_ARGS__)
-constexpr bool kHaveWgmma = true;
-#else
-#define FUSED3D_WGMMA(...)
-constexpr bool kHaveWgmma = false;
-#endif
-
-// B tiles in shared memory, K-major without swizzle: core matrix (N block nb, K block kb) of 8 x 8
-// fp16 (16 bytes per n) at byte (2 * nb + kb) * 128: leading (K) byte offset 128, stride (N) 256
-// (tools/probes/wgmma_rows.cu checks the layout against a host GEMM).
-__device__ __forceinline__ uint64_t wgmma_descriptor(unsigned smem_address) {
-  constexpr uint64_t kLeadingBytes = 128, kStrideBytes = 256;
-  return uint64_t((smem_address & 0x3FFFF) >> 4) | ((kLeadingBytes >> 4) << 16) | ((kStrideBytes >> 4) << 32);
-}
-// d = a * b + (scale_d ? d : 0). d and a are read asynchronously: nothing but a wgmma may touch
-// them before wgmma_wait. d is tied and scale_d a runtime predicate in both forms: with d
-// write-only ptxas serialized the wgmmas, and with scale_d an immediate 0 it dropped three rows'
-// wgmmas of the unrolled loop (RECORD.md, run 70).
-#define FUSED3D_WGMMA_M64N64K16(scale_d)                                                                          \
-  FUSED3D_WGMMA("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                    \
-                "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "                                            \
-                "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25," \
-                "%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"                              \
-                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-                  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),        \
-                  "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),      \
-                  "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),      \
-                  "+f"(d[29]), "+f"(d[30]), "+f"(d[31])                                                           \
-                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d))
-__device__ __forceinline__ void wgmma_set(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int zero) { FUSED3D_WGMMA_M64N64K16(zero); }
-__device__ __forceinline__ void wgmma_add(float (&d)[32], const uint32_t (&a)[4], uint64_t b) { FUSED3D_WGMMA_M64N64K16(1); }
-__device__ __forceinline__ void wgmma_fence() { FUSED3D_WGMMA("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { FUSED3D_WGMMA("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { FUSED3D_WGMMA("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-// Keeps the compiler from moving reads or writes of d across the fence and the wait.
-__device__ __forceinline__ void pin_accumulators(float (&d)[32]) {
-#pragma unroll
-  for (int i = 0; i < 32; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
-
 // The block's shared state. Input plane s of the block's stream (numbered as block_planes says)
 // lands in inputs[s % kInputRing] (all channels) and completes a phase of landed; pair plane q is
 // written to pairs[q % kPairRing] and completes a phase of full (arrivals: every producer thread),
@@ -1159,18 +1118,18 @@ __device__ __forceinline__ void stream_plane(const uint32_t* pair_low, const uin
       a[ci][2] = high[offset];
       a[ci][3] = high[offset + 8];
     }
-    pin_accumulators(d);
-    wgmma_fence();
+    wgmma::pin(d);
+    wgmma::fence();
     // Channel ci's weight parts are tiles ci * kParts + part; the lo part first, as the mma.sync path.
-    wgmma_set(d, a[0], tiles + (kParts - 1) * kTileStep, zero);
+    wgmma::m64n64k16(d, a[0], tiles + (kParts - 1) * kTileStep, zero);
 #pragma unroll
     for (int ci = 0; ci < kPlanesCin; ++ci)
 #pragma unroll
       for (int part = kParts - 1; part >= 0; --part)
-        if (ci > 0 || part < kParts - 1) wgmma_add(d, a[ci], tiles + (ci * kParts + part) * kTileStep);
-    wgmma_commit();
-    wgmma_wait_all();
-    pin_accumulators(d);
+        if (ci > 0 || part < kParts - 1) wgmma::m64n64k16(d, a[ci], tiles + (ci * kParts + part) * kTileStep, 1);
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgmma::pin(d);
     // Output row r - kh gets D_r's kh columns; row r starts from the bias. Before r = 3 some adds go
     // to window slots of rows not started yet, which their first add then overwrites.
 #pragma unroll
@@ -1277,7 +1236,7 @@ __device__ __forceinline__ void consume_planes(const TcParams& p, int wg, const 
     int n, od, q;
     locate(writes ? 2 * k + w / 2 : 2 * k, n, od, q);
     Moments<float>* partial = p.partials + (static_cast<long long>(n) * p.tiles + 2 * od + strip) * kCout;
-    if (kHaveWgmma && x_max <= kHalfMax && x_max >= kHalfSmallest) {
+    if (wgmma::kAvailable && x_max <= kHalfMax && x_max >= kHalfSmallest) {
       Moments<float> moments[4];
       stream_plane<weight_parts(kFallback)>(s.pairs + (q % kPairRing) * kPlanesCin * kPlaneEntries,
                    s.pairs + ((q + 2) % kPairRing) * kPlanesCin * kPlaneEntries, col0, dup_cols, tiles,
@@ -1328,7 +1287,7 @@ __global__ void __launch_bounds__(kThreads, 1) conv_k4_planes_wgmma_kernel(TcPar
     produce_planes(p, threadIdx.x - kMmaWarpsPerBlock * 32, s, pair_users);
   } else {
     claim_registers<kPlanesMmaRegisters>();
-    consume_planes<kFallback>(p, warp / 4, s, wgmma_descriptor(shared_address(tiles)));
+    consume_planes<kFallback>(p, warp / 4, s, wgmma::descriptor(shared_address(tiles)));
   }
 }
 
@@ -1451,7 +1410,7 @@ TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& l, Precision prec
   const at::Tensor half_parts = split(scaled, [](const at::Tensor& v) { return v.to(at::kHalf); });
   packed.half_fragments = half_parts.permute({1, 2, 0, 3, 4}).contiguous();  // (ci, kh, part, lane, 8)
   // The planes kernel's B tiles, (ci, part): element (k, n = 16*kh + co) of a tile at
-  // (2 * (n / 8) + k / 8) * 64 + (n % 8) * 8 + k % 8 halves (wgmma_descriptor), k = 8*pp + 2*kw + kdl.
+  // (2 * (n / 8) + k / 8) * 64 + (n % 8) * 8 + k % 8 halves (wgmma::b_offset), k = 8*pp + 2*kw + kdl.
   // (co = 8*chh + chl, ci, kd = 2*pp + kdl, kh, kw) -> (ci, kh, chh, pp, chl, kw, kdl)
   const at::Tensor tiles = (w * scale.view({kCout, 1, 1, 1, 1}))
                                .view({2, 8, cin, 2, 2, kKernel, kKernel})

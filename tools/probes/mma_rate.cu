@@ -24,7 +24,7 @@ __device__ __forceinline__ void wgmma_m64n16k16(float (&d)[8], const uint32_t (&
 // D = A (64 x 16) * B (16 x 16), A row-major, B as b[k][n].
 __global__ void layout_kernel(const __half* a, const __half* b, float* d) {
   __shared__ alignas(128) __half b_smem[256];
-  for (int i = threadIdx.x; i < 256; i += blockDim.x) b_smem[b_offset(i / 16, i % 16)] = b[i];
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) b_smem[wgmma::b_offset(i / 16, i % 16)] = b[i];
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
   __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -39,11 +39,11 @@ __global__ void layout_kernel(const __half* a, const __half* b, float* d) {
   af[2] = pair(row, 2 * t + 8);
   af[3] = pair(row + 8, 2 * t + 8);
   float acc[8] = {};
-  wgmma_fence();
-  wgmma_m64n16k16(acc, af, descriptor(b_smem), 0);
-  wgmma_commit();
-  wgmma_wait<0>();
-  pin(acc);
+  wgmma::fence();
+  wgmma_m64n16k16(acc, af, wgmma::descriptor(b_smem), 0);
+  wgmma::commit();
+  wgmma::wait<0>();
+  wgmma::pin(acc);
   for (int i = 0; i < 2; ++i) {
     d[row * 16 + 8 * i + 2 * t] = acc[4 * i];
     d[row * 16 + 8 * i + 2 * t + 1] = acc[4 * i + 1];
@@ -62,17 +62,17 @@ __global__ void __launch_bounds__(128) wgmma_rate_kernel(float* sink) {
   __syncthreads();
   uint32_t a[4] = {0x3c003c00u, 0x3c003c00u, 0x3c003c00u, threadIdx.x};
   float acc[kAccSets][8] = {};
-  const uint64_t desc = descriptor(b_smem);
+  const uint64_t desc = wgmma::descriptor(b_smem);
   for (int it = 0; it < kIters; ++it) {
 #pragma unroll
-    for (int s = 0; s < kAccSets; ++s) pin(acc[s]);
-    wgmma_fence();
+    for (int s = 0; s < kAccSets; ++s) wgmma::pin(acc[s]);
+    wgmma::fence();
 #pragma unroll
     for (int s = 0; s < kAccSets; ++s) wgmma_m64n16k16(acc[s], a, desc, 1);
-    wgmma_commit();
-    wgmma_wait<0>();
+    wgmma::commit();
+    wgmma::wait<0>();
 #pragma unroll
-    for (int s = 0; s < kAccSets; ++s) pin(acc[s]);
+    for (int s = 0; s < kAccSets; ++s) wgmma::pin(acc[s]);
   }
   float s = 0;
   for (int i = 0; i < kAccSets; ++i)

@@ -1,10 +1,11 @@
-// What the wgmma probes (mma_rate.cu, wgmma_rows.cu) share: the shared-memory descriptor and B
-// layout they use, the fence / commit / wait instructions, and the layout check, D = A (64 x 16) x
-// B (16 x n) by a one-warpgroup kernel against a float GEMM on the host. A is row-major, B as
-// b[k * n + col]; both hold small multiples of 1/8 and 1/4, exact in fp16, so the sums are exact in
-// float too.
+// What the wgmma probes (mma_rate.cu, wgmma_rows.cu) share: the planes kernel's wgmma pieces
+// (kernels/wgmma.h: descriptor, B layout, m64n64k16, fence / commit / wait, pin), and the layout
+// check, D = A (64 x 16) x B (16 x n) by a one-warpgroup kernel against a float GEMM on the host. A
+// is row-major, B as b[k * n + col]; both hold small multiples of 1/8 and 1/4, exact in fp16, so the
+// sums are exact in float too.
 #pragma once
 
+#include "../../kernels/wgmma.h"
 #include "cuda_check.h"
 
 #include <cuda_fp16.h>
@@ -13,27 +14,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <vector>
-
-// B (K 16 x N n, fp16) K-major without swizzle: core matrix (N block nb, K block kb) of 8 n x 8 k
-// (16 bytes per n) at byte (2 * nb + kb) * 128, so the leading (K) byte offset is 128 and the stride
-// (N) byte offset 256. b_offset is element (k, n)'s index in halves.
-__host__ __device__ constexpr int b_offset(int k, int n) { return (2 * (n / 8) + k / 8) * 64 + (n % 8) * 8 + k % 8; }
-__device__ __forceinline__ uint64_t descriptor(const void* smem) {
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  constexpr uint64_t kLeadingBytes = 128, kStrideBytes = 256;
-  return uint64_t((address & 0x3FFFF) >> 4) | ((kLeadingBytes >> 4) << 16) | ((kStrideBytes >> 4) << 32);
-}
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory"); }
-// Keeps the compiler from moving an accumulator's reads and writes across the fences and waits.
-template <int kRegs>
-__device__ __forceinline__ void pin(float (&r)[kRegs]) {
-#pragma unroll
-  for (int i = 0; i < kRegs; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
 
 // kernel(a, b, d) writes d (64 x n, row-major). Returns how many of d's elements differ from the
 // host GEMM; d and ref receive both (d is NaN-poisoned first, so an unwritten element counts).

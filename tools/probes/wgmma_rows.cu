@@ -35,26 +35,10 @@ constexpr int kTileHalves = 16 * kN;                            // one channel's
 constexpr int kItems = 64;                                      // per warpgroup
 constexpr int kItemsStandard = 1024 * 13 / 2;  // the standard batch's planes, two per item
 
-// d = a * b + (scale_d ? d : 0), d tied, scale_d a runtime predicate: with an immediate 0 ptxas
-// dropped three rows' wgmmas of modes 1 and 2 (87 of 96 in the SASS), and with d write-only it
-// serialized them.
-__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,"
-      "%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d));
-}
-
 // D = A (64 x 16, row-major) x B (16 x 64): the layout check.
 __global__ void layout_kernel(const __half* a, const __half* b, float* d) {
   __shared__ alignas(128) __half b_smem[kTileHalves];
-  for (int i = threadIdx.x; i < kTileHalves; i += blockDim.x) b_smem[b_offset(i / kN, i % kN)] = b[i];
+  for (int i = threadIdx.x; i < kTileHalves; i += blockDim.x) b_smem[wgmma::b_offset(i / kN, i % kN)] = b[i];
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
   __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -65,11 +49,11 @@ __global__ void layout_kernel(const __half* a, const __half* b, float* d) {
   };
   const uint32_t af[4] = {pair(row, 2 * t), pair(row + 8, 2 * t), pair(row, 2 * t + 8), pair(row + 8, 2 * t + 8)};
   float acc[32];
-  wgmma_fence();
-  wgmma_m64n64k16(acc, af, descriptor(b_smem), 0);
-  wgmma_commit();
-  wgmma_wait<0>();
-  pin(acc);
+  wgmma::fence();
+  wgmma::m64n64k16(acc, af, wgmma::descriptor(b_smem), 0);
+  wgmma::commit();
+  wgmma::wait<0>();
+  wgmma::pin(acc);
   for (int nb = 0; nb < kN / 8; ++nb) {
     d[row * kN + 8 * nb + 2 * t] = acc[4 * nb];
     d[row * kN + 8 * nb + 2 * t + 1] = acc[4 * nb + 1];
@@ -120,7 +104,7 @@ __global__ void __launch_bounds__(128, 4) rows_kernel(const uint2* stage_in, con
   __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const uint2* column = stage + (warp % 2) * 13 + g + t;  // the standard layer's two column strips
-  const uint64_t desc = descriptor(tiles);
+  const uint64_t desc = wgmma::descriptor(tiles);
   constexpr uint64_t kTileStep = (kTileHalves * 2) >> 4;
   const float pivot = 0.25f * (lane % 3);
   Statistics s;
@@ -145,14 +129,14 @@ __global__ void __launch_bounds__(128, 4) rows_kernel(const uint2* stage_in, con
           a[ci][2] = at[1];
           a[ci][3] = at[17];
         }
-        pin(d);
-        wgmma_fence();
-        wgmma_m64n64k16(d, a[0], desc, zero);
+        wgmma::pin(d);
+        wgmma::fence();
+        wgmma::m64n64k16(d, a[0], desc, zero);
 #pragma unroll
-        for (int ci = 1; ci < kCin; ++ci) wgmma_m64n64k16(d, a[ci], desc + ci * kTileStep, 1);
-        wgmma_commit();
-        wgmma_wait<0>();
-        pin(d);
+        for (int ci = 1; ci < kCin; ++ci) wgmma::m64n64k16(d, a[ci], desc + ci * kTileStep, 1);
+        wgmma::commit();
+        wgmma::wait<0>();
+        wgmma::pin(d);
         if (kMode == 0)
           total += d[0] + d[31];
         else

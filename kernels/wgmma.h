@@ -1,0 +1,61 @@
+// wgmma (sm_90a) as the planes kernel (conv3d_k4_tensorcore.cu) and the probes (tools/probes/)
+// use it: B tiles in shared memory through a descriptor, m64n64k16 with A from registers, the
+// fence / commit / wait, and the pin that keeps the compiler's hands off an accumulator in flight.
+// Outside the arch-specific target the instructions compile to nothing and kAvailable is false (the
+// planes kernel then takes its TF32 fallback; the probes build for sm_90a only).
+#pragma once
+
+#include <cstdint>
+
+namespace wgmma {
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FUSED3D_WGMMA_ASM(...) asm volatile(__VA_ARGS__)
+constexpr bool kAvailable = true;
+#else
+#define FUSED3D_WGMMA_ASM(...)
+constexpr bool kAvailable = false;
+#endif
+
+// B (K 16 x N n, fp16) K-major without swizzle: core matrix (N block nb, K block kb) of 8 n x 8 k
+// (16 bytes per n) at byte (2 * nb + kb) * 128, so the leading (K) byte offset is 128 and the stride
+// (N) byte offset 256. b_offset is element (k, n)'s index in halves (tools/probes/wgmma_rows.cu
+// checks the layout against a host GEMM).
+__host__ __device__ constexpr int b_offset(int k, int n) { return (2 * (n / 8) + k / 8) * 64 + (n % 8) * 8 + k % 8; }
+__device__ __forceinline__ uint64_t descriptor(unsigned smem_address) {
+  constexpr uint64_t kLeadingBytes = 128, kStrideBytes = 256;
+  return uint64_t((smem_address & 0x3FFFF) >> 4) | ((kLeadingBytes >> 4) << 16) | ((kStrideBytes >> 4) << 32);
+}
+__device__ __forceinline__ uint64_t descriptor(const void* smem) {
+  return descriptor(static_cast<unsigned>(__cvta_generic_to_shared(smem)));
+}
+
+// d = a * b + (scale_d ? d : 0). d and a are read asynchronously: nothing but a wgmma may touch
+// them before wait. d is tied and scale_d a runtime predicate: with d write-only ptxas serialized
+// the wgmmas, and with scale_d an immediate 0 it dropped three rows' wgmmas of an unrolled row loop
+// (RECORD.md, runs 69-70).
+__device__ __forceinline__ void m64n64k16(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int scale_d) {
+  FUSED3D_WGMMA_ASM(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,"
+      "%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d));
+}
+
+__device__ __forceinline__ void fence() { FUSED3D_WGMMA_ASM("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void commit() { FUSED3D_WGMMA_ASM("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void wait() { FUSED3D_WGMMA_ASM("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory"); }
+// Keeps the compiler from moving an accumulator's reads and writes across the fences and waits.
+template <int kRegs>
+__device__ __forceinline__ void pin(float (&r)[kRegs]) {
+#pragma unroll
+  for (int i = 0; i < kRegs; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+
+}  // namespace wgmma
