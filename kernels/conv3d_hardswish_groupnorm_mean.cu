@@ -48,7 +48,7 @@ constexpr int kCoutTile = 16;           // output channels per pass: accumulator
 constexpr int kPositionsPerThread = 4;  // consecutive output columns per thread
 constexpr int kStripsPerThread = 2;     // strips per thread per tile
 constexpr int kStripsPerTile = kThreads * kStripsPerThread;
-constexpr int kEpilogueThreads = 256;  // 8 outputs (a warp each) per block
+constexpr int kEpilogueThreads = 256;  // 8 (sample, group) pairs (a warp each) per block
 static_assert(kThreads % 32 == 0, "whole warps");
 static_assert(kEpilogueThreads % 32 == 0, "the epilogue runs whole warps");
 static_assert(kCoutTile % 4 == 0, "a tap's weights are read as float4");
@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One warp per (n, c) (moments.h: the lanes split the sample's tiles).
+// One warp per (n, group) (moments.h: the lanes split the sample's tiles).
 __global__ void groupnorm_mean_epilogue_kernel(EpilogueParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Launched as a programmatic dependent of the moments kernel (launch_epilogue): wait for it to
@@ -196,7 +196,7 @@ __global__ void groupnorm_mean_epilogue_kernel(EpilogueParams p) {
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
   const long long i = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  if (i >= p.batch * p.channels) return;  // whole warps: blockDim.x is a multiple of 32
+  if (i >= p.batch * p.groups) return;  // whole warps: blockDim.x is a multiple of 32
   groupnorm_mean_epilogue_lanes<32>(p, i);
 }
 
@@ -236,7 +236,7 @@ void launch_conv_hardswish_moments(const at::Tensor& x, const at::Tensor& packed
 }
 
 void launch_epilogue(const EpilogueParams& p, cudaStream_t stream) {
-  const long long threads = p.batch * p.channels * 32;  // a warp per output
+  const long long threads = p.batch * p.groups * 32;  // a warp per (sample, group)
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(static_cast<unsigned>((threads + kEpilogueThreads - 1) / kEpilogueThreads));
   config.blockDim = dim3(kEpilogueThreads);

@@ -106,8 +106,8 @@ constexpr float kHalfSmallest = 1.f / 1024.f;   // below, fp16 keeps too few bit
 // the block, used once at the end when the kernel runs the epilogue.
 constexpr int kProducerBarrier = 1;
 constexpr int kMmaBarrier = kProducerBarrier + kGroups;
-// The kernel runs the epilogue itself up to this many outputs (B x 16): one per half-warp of the
-// MMA warps, all at once. More would take rounds, and longer than the epilogue kernel does.
+// The kernel runs the epilogue itself up to this many outputs (B x 16): a half-warp per (sample,
+// group) of the MMA warps, all at once. More would take rounds, and longer than the epilogue kernel does.
 constexpr int kRunsEpilogueMaxOutputs = 2 * kMmaWarpsPerBlock;
 static_assert(kKernel == 4, "the fragment mappings take kw = t (0..3), kd in plane pairs, kh in pairs (TF32)");
 static_assert(kCout == 16, "the weights are the m16 operand");
@@ -820,8 +820,8 @@ __device__ __forceinline__ void epilogue_in_last_block(const TcParams& p) {
   named_barrier(kMmaBarrier, kMmaWarpsPerBlock * 32);
   if (!last) return;
   __threadfence();
-  const long long outputs = p.epilogue.batch * p.epilogue.channels;
-  for (long long i = threadIdx.x / 16; i < outputs; i += 2 * kMmaWarpsPerBlock)  // a half-warp per output
+  const long long groups = p.epilogue.batch * p.epilogue.groups;
+  for (long long i = threadIdx.x / 16; i < groups; i += 2 * kMmaWarpsPerBlock)  // a half-warp per group
     groupnorm_mean_epilogue_lanes<16>(p.epilogue, i);
   if (threadIdx.x == 0) *p.done_blocks = 0;  // for the next launch on this stream
 }
@@ -1248,6 +1248,7 @@ __device__ __forceinline__ void consume_planes(const TcParams& p, int wg, const 
         for (int c = 0; c < 4; ++c) partial[lane_channels[c]] = moments[c];
       }
     } else {
+      __syncwarp();  // every lane's reads of pair_max come before the release
       if (lane == 0) mbarrier_arrive(barrier_at(s.done, k % kDoneRing));
       Moments<float> moments[2] = {};
       plane_fallback<kFallback>(p, n, od, col0, dup_cols, moments);

@@ -111,30 +111,27 @@ struct EpilogueParams {
   double eps;
 };
 
-// out[n, c], computed by `lanes` cooperating lanes (this is `lane`): each sums the entries of its
-// tiles; all_sum(v) returns the sum of v over the lanes, the same value to every lane (on the CPU,
-// one lane: v itself). Lane 0 writes the result.
+// out[n, c] for the channels c of group `group`, computed by `lanes` cooperating lanes (this is
+// `lane`): each sums the entries of its tiles; all_sum(v) returns the sum of v over the lanes, the
+// same value to every lane (on the CPU, one lane: v itself). Lane 0 writes the results. The group's
+// mean and M2 are computed once for its channels (two passes over the group's entries), then each
+// channel's mean from its own entries: a group of 4 channels reads 12 entries per tile where an
+// output at a time read 32.
 template <typename AllSum>
-FUSED3D_HOST_DEVICE void groupnorm_mean_epilogue(const EpilogueParams& p, long long n, int c, int lane, int lanes,
+FUSED3D_HOST_DEVICE void groupnorm_mean_epilogue(const EpilogueParams& p, long long n, int group, int lane, int lanes,
                                                  AllSum all_sum) {
   const Moments<float>* sample = p.partials + n * p.tiles * p.channels;
   const int per_group = p.channels / p.groups;
-  const int first = (c / per_group) * per_group;
-  double count = 0.0, weighted = 0.0, channel_count = 0.0, channel_weighted = 0.0;  // sums of n_t, n_t mean_t
+  const int first = group * per_group;
+  double count = 0.0, weighted = 0.0;  // sums of n_t, n_t mean_t
   for (int k = first; k < first + per_group; ++k)
     for (int t = lane; t < p.tiles; t += lanes) {
       const Moments<float>& q = sample[t * p.channels + k];
-      const double w = double(q.count) * q.mean;
       count += q.count;
-      weighted += w;
-      if (k == c) {
-        channel_count += q.count;
-        channel_weighted += w;
-      }
+      weighted += double(q.count) * q.mean;
     }
   count = all_sum(count);
   const double group_mean = all_sum(weighted) / count;
-  const double channel_mean = all_sum(channel_weighted) / all_sum(channel_count);
   double m2 = 0.0;
   for (int k = first; k < first + per_group; ++k)
     for (int t = lane; t < p.tiles; t += lanes) {
@@ -142,19 +139,27 @@ FUSED3D_HOST_DEVICE void groupnorm_mean_epilogue(const EpilogueParams& p, long l
       const double d = double(q.mean) - group_mean;
       m2 += q.m2 + q.count * d * d;
     }
-  const double var = all_sum(m2) / count;
-  if (lane != 0) return;
-  const double inv_std = 1.0 / sqrt(var + p.eps);
-  const double scale = p.gamma ? double(p.gamma[c]) : 1.0;
-  const double shift = p.beta ? double(p.beta[c]) : 0.0;
-  p.out[n * p.channels + c] = float(scale * (channel_mean - group_mean) * inv_std + shift);
+  const double inv_std = 1.0 / sqrt(all_sum(m2) / count + p.eps);
+  for (int c = first; c < first + per_group; ++c) {
+    double channel_count = 0.0, channel_weighted = 0.0;
+    for (int t = lane; t < p.tiles; t += lanes) {
+      const Moments<float>& q = sample[t * p.channels + c];
+      channel_count += q.count;
+      channel_weighted += double(q.count) * q.mean;
+    }
+    const double channel_mean = all_sum(channel_weighted) / all_sum(channel_count);
+    if (lane != 0) continue;
+    const double scale = p.gamma ? double(p.gamma[c]) : 1.0;
+    const double shift = p.beta ? double(p.beta[c]) : 0.0;
+    p.out[n * p.channels + c] = float(scale * (channel_mean - group_mean) * inv_std + shift);
+  }
 }
 
 #if defined(__CUDACC__)
-// out[n, c] for output i = n * channels + c, by kLanes lanes of the calling warp: all 32 (the
-// epilogue kernel), or one half-warp, so that a warp computes two outputs at once (the tensor-core
-// kernel's last block at B = 1). Each half shuffles under its own mask, so the halves may run
-// different numbers of outputs.
+// The outputs of group g of sample n, i = n * groups + g, by kLanes lanes of the calling warp: all
+// 32 (the epilogue kernel), or one half-warp, so that a warp computes two groups at once (the
+// tensor-core kernel's last block at B = 1). Each half shuffles under its own mask, so the halves may
+// run different numbers of groups.
 template <int kLanes>
 __device__ __forceinline__ void groupnorm_mean_epilogue_lanes(const EpilogueParams& p, long long i) {
   static_assert(kLanes == 32 || kLanes == 16, "a warp or a half-warp");
@@ -165,7 +170,7 @@ __device__ __forceinline__ void groupnorm_mean_epilogue_lanes(const EpiloguePara
     for (int offset = kLanes / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(mask, v, offset);
     return __shfl_sync(mask, v, 0, kLanes);  // the first lane's sum (its order) to every lane
   };
-  groupnorm_mean_epilogue(p, i / p.channels, static_cast<int>(i % p.channels), lane % kLanes, kLanes, all_sum);
+  groupnorm_mean_epilogue(p, i / p.groups, static_cast<int>(i % p.groups), lane % kLanes, kLanes, all_sum);
 }
 #endif
 

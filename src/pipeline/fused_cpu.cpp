@@ -130,7 +130,7 @@ void fused_forward_cpu_out(const at::Tensor& input, const FusedLayer& layer, at:
   p.eps = layer.eps;
   at::parallel_for(0, batch, 16, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n)
-      for (int c = 0; c < p.channels; ++c) groupnorm_mean_epilogue(p, n, c, 0, 1, [](double v) { return v; });
+      for (int g = 0; g < p.groups; ++g) groupnorm_mean_epilogue(p, n, g, 0, 1, [](double v) { return v; });
   });
   if (!out32.is_same(out)) out.copy_(out32);
 }
