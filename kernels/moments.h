@@ -95,10 +95,11 @@ FUSED3D_HOST_DEVICE float hardswish(float y) { return y * hardswish_gate(y); }
 // over a group's (channel, tile) entries rather than a chain of Chan merges: the exact identity
 //   M2 = sum_t (m2_t + n_t (mean_t - mean)^2),   mean = sum_t n_t mean_t / sum_t n_t
 // needs no division per entry, its terms are non-negative (nothing cancels), and the entries can be
-// split among the lanes of a warp: on the GPU lane l of the warp that owns (n, c) reads tiles
-// l, l + 32, ..., so a sample's partials arrive in one or two rounds of loads instead of a chain of
-// 52 dependent loads and double divisions (the Chan-merge thread-per-output epilogue took ~7 us of
-// B=1's 27; RECORD.md, run 22). The CPU runs the same code as one lane. Fixed order: deterministic.
+// split among the lanes of a warp, a warp per (sample, group): lanes over tiles (the first form
+// below, any group) or over the group's channels and tiles (the second, groups of 1, 2, 4, ..., 32
+// channels), instead of a chain of 52 dependent loads and double divisions (the Chan-merge
+// thread-per-output epilogue took ~7 us of B=1's 27; RECORD.md, run 22). The CPU runs the first
+// form as one lane. Fixed orders: deterministic.
 struct EpilogueParams {
   const Moments<float>* partials;  // (B, tiles, C)
   const float* gamma;              // (C) or nullptr: no affine
@@ -171,6 +172,59 @@ __device__ __forceinline__ void groupnorm_mean_epilogue_lanes(const EpiloguePara
     return __shfl_sync(mask, v, 0, kLanes);  // the first lane's sum (its order) to every lane
   };
   groupnorm_mean_epilogue(p, i / p.groups, static_cast<int>(i % p.groups), lane % kLanes, kLanes, all_sum);
+}
+
+// The outputs of group g of sample n, i = n * groups + g, by one warp, where the group's channel
+// count kPerGroup is a power of two up to 32: lane l takes channel l % kPerGroup of the group in
+// tiles l / kPerGroup, + 32 / kPerGroup, ..., so every lane's loads are independent and the
+// standard layer's 26 tiles arrive in one round (4 per lane). The form above reads them a channel
+// at a time, a round each, and sums each channel's again: at the standard batch its kernel took
+// 14.0 us under ncu, this one 7.5 (H100, run 87). The epilogue is latency-bound: a warp per sample
+// with 13 tiles per lane ran 728 instructions per warp at ~19 cycles each, mostly waiting on its
+// loads (9.9 us, run 86). The tile slices of a channel meet by xor-shuffles over the high lane bits,
+// the channels of the group over the low ones; each butterfly leaves the same sum in every lane it
+// joins (a + b = b + a). The same identity as above, in double, in another fixed order.
+template <int kPerGroup>
+__device__ __forceinline__ void groupnorm_mean_epilogue_warp(const EpilogueParams& p, long long i) {
+  static_assert(kPerGroup >= 1 && kPerGroup <= 32 && (kPerGroup & (kPerGroup - 1)) == 0, "a power of two up to 32");
+  constexpr int kSlices = 32 / kPerGroup;
+  const int lane = threadIdx.x % 32, slice = lane / kPerGroup;
+  const long long n = i / p.groups;
+  const int c = static_cast<int>(i % p.groups) * kPerGroup + lane % kPerGroup;
+  const Moments<float>* entries = p.partials + n * p.tiles * p.channels + c;
+  const auto channel_sum = [](double v) {
+#pragma unroll
+    for (int offset = kPerGroup; offset < 32; offset *= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+  };
+  const auto group_sum = [](double v) {
+#pragma unroll
+    for (int offset = 1; offset < kPerGroup; offset *= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+  };
+  double count = 0.0, weighted = 0.0;  // sums of n_t, n_t mean_t
+#pragma unroll 4
+  for (int t = slice; t < p.tiles; t += kSlices) {
+    const Moments<float>& q = entries[static_cast<long long>(t) * p.channels];
+    count += q.count;
+    weighted += double(q.count) * q.mean;
+  }
+  count = channel_sum(count);
+  weighted = channel_sum(weighted);
+  const double group_count = group_sum(count);
+  const double group_mean = group_sum(weighted) / group_count;
+  double m2 = 0.0;
+#pragma unroll 4
+  for (int t = slice; t < p.tiles; t += kSlices) {
+    const Moments<float>& q = entries[static_cast<long long>(t) * p.channels];
+    const double d = double(q.mean) - group_mean;
+    m2 += q.m2 + q.count * d * d;
+  }
+  const double inv_std = 1.0 / sqrt(group_sum(channel_sum(m2)) / group_count + p.eps);
+  if (slice != 0) return;
+  const double scale = p.gamma ? double(p.gamma[c]) : 1.0;
+  const double shift = p.beta ? double(p.beta[c]) : 0.0;
+  p.out[n * p.channels + c] = float(scale * (weighted / count - group_mean) * inv_std + shift);
 }
 #endif
 
