@@ -197,7 +197,7 @@ __global__ void groupnorm_mean_epilogue_kernel(EpilogueParams p) {
 #endif
   const long long i = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   if (i >= p.batch * p.groups) return;  // whole warps: blockDim.x is a multiple of 32
-  groupnorm_mean_epilogue_lanes<32>(p, i);
+  groupnorm_mean_epilogue_lanes(p, i);
 }
 
 // The same warp per (sample, group), lanes split over the group's channels and the tiles

@@ -106,11 +106,12 @@ constexpr float kHalfSmallest = 1.f / 1024.f;   // below, fp16 keeps too few bit
 // the block, used once at the end when the kernel runs the epilogue.
 constexpr int kProducerBarrier = 1;
 constexpr int kMmaBarrier = kProducerBarrier + kGroups;
-// The kernel runs the epilogue itself up to this many outputs (B x 16): a half-warp per (sample,
-// group) of the MMA warps, all at once. More would take rounds, and longer than the epilogue kernel does.
+// The kernel runs the epilogue itself up to this many outputs (B x 16, so B = 1): a warp per
+// (sample, group) of the MMA warps, in one round up to 12 groups. More would take more rounds, and
+// longer than the epilogue kernel does.
 constexpr int kRunsEpilogueMaxOutputs = 2 * kMmaWarpsPerBlock;
 static_assert(kKernel == 4, "the fragment mappings take kw = t (0..3), kd in plane pairs, kh in pairs (TF32)");
-static_assert(kCout == 16, "the weights are the m16 operand");
+static_assert(kCout == 16, "the weights are the m16 operand; the epilogue's groups have 1-16 channels");
 static_assert(kCols == 16, "two n8 MMAs per output row");
 static_assert(kRows >= 1 && kRows <= 16, "accumulators: 8 registers per row");
 static_assert(kMmaWarpsPerBlock % 4 == 0 && (kGroups * kProducerWarps) % 4 == 0,
@@ -820,9 +821,18 @@ __device__ __forceinline__ void epilogue_in_last_block(const TcParams& p) {
   named_barrier(kMmaBarrier, kMmaWarpsPerBlock * 32);
   if (!last) return;
   __threadfence();
+  // A warp per (sample, group), its lanes over the group's channels and the tiles (moments.h): a
+  // group of the 16 channels has 1, 2, 4, 8 or 16.
   const long long groups = p.epilogue.batch * p.epilogue.groups;
-  for (long long i = threadIdx.x / 16; i < groups; i += 2 * kMmaWarpsPerBlock)  // a half-warp per group
-    groupnorm_mean_epilogue_lanes<16>(p.epilogue, i);
+  for (long long i = threadIdx.x / 32; i < groups; i += kMmaWarpsPerBlock) {
+    switch (kCout / p.epilogue.groups) {
+      case 1: groupnorm_mean_epilogue_warp<1>(p.epilogue, i); break;
+      case 2: groupnorm_mean_epilogue_warp<2>(p.epilogue, i); break;
+      case 4: groupnorm_mean_epilogue_warp<4>(p.epilogue, i); break;
+      case 8: groupnorm_mean_epilogue_warp<8>(p.epilogue, i); break;
+      default: groupnorm_mean_epilogue_warp<16>(p.epilogue, i); break;
+    }
+  }
   if (threadIdx.x == 0) *p.done_blocks = 0;  // for the next launch on this stream
 }
 

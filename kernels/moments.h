@@ -157,21 +157,15 @@ FUSED3D_HOST_DEVICE void groupnorm_mean_epilogue(const EpilogueParams& p, long l
 }
 
 #if defined(__CUDACC__)
-// The outputs of group g of sample n, i = n * groups + g, by kLanes lanes of the calling warp: all
-// 32 (the epilogue kernel), or one half-warp, so that a warp computes two groups at once (the
-// tensor-core kernel's last block at B = 1). Each half shuffles under its own mask, so the halves may
-// run different numbers of groups.
-template <int kLanes>
+// The outputs of group g of sample n, i = n * groups + g, by one warp (the epilogue kernel where
+// the form below does not apply).
 __device__ __forceinline__ void groupnorm_mean_epilogue_lanes(const EpilogueParams& p, long long i) {
-  static_assert(kLanes == 32 || kLanes == 16, "a warp or a half-warp");
-  const int lane = threadIdx.x % 32;
-  const unsigned mask = kLanes == 32 ? 0xffffffffu : 0xffffu << (lane & 16);
-  const auto all_sum = [mask](double v) {
+  const auto all_sum = [](double v) {
 #pragma unroll
-    for (int offset = kLanes / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(mask, v, offset);
-    return __shfl_sync(mask, v, 0, kLanes);  // the first lane's sum (its order) to every lane
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return __shfl_sync(0xffffffffu, v, 0);  // the first lane's sum (its order) to every lane
   };
-  groupnorm_mean_epilogue(p, i / p.groups, static_cast<int>(i % p.groups), lane % kLanes, kLanes, all_sum);
+  groupnorm_mean_epilogue(p, i / p.groups, static_cast<int>(i % p.groups), threadIdx.x % 32, 32, all_sum);
 }
 
 // The outputs of group g of sample n, i = n * groups + g, by one warp, where the group's channel
