@@ -106,10 +106,10 @@ constexpr float kHalfSmallest = 1.f / 1024.f;   // below, fp16 keeps too few bit
 // the block, used once at the end when the kernel runs the epilogue.
 constexpr int kProducerBarrier = 1;
 constexpr int kMmaBarrier = kProducerBarrier + kGroups;
-// The kernel runs the epilogue itself up to this many outputs (B x 16, so B = 1): a warp per
-// (sample, group) of the MMA warps, in one round up to 12 groups. More would take more rounds, and
-// longer than the epilogue kernel does.
-constexpr int kRunsEpilogueMaxOutputs = 2 * kMmaWarpsPerBlock;
+// The kernel runs the epilogue itself up to this batch: a warp per (sample, group) of its 12 MMA
+// warps, in one round up to 12 groups. Larger batches take the epilogue kernel, which spreads the
+// groups over the GPU instead of running them in rounds on one block.
+constexpr int64_t kRunsEpilogueMaxBatch = 1;
 static_assert(kKernel == 4, "the fragment mappings take kw = t (0..3), kd in plane pairs, kh in pairs (TF32)");
 static_assert(kCout == 16, "the weights are the m16 operand; the epilogue's groups have 1-16 channels");
 static_assert(kCols == 16, "two n8 MMAs per output row");
@@ -1445,7 +1445,7 @@ TensorcoreWeights pack_tensorcore_k4_weights(const FusedLayer& l, Precision prec
 
 bool tensorcore_k4_runs_epilogue(int64_t batch) {
   using namespace tensorcore_kernel;  // this file's internals
-  return batch * kCout <= kRunsEpilogueMaxOutputs;
+  return batch <= kRunsEpilogueMaxBatch;
 }
 
 namespace {
