@@ -24,7 +24,7 @@ namespace fused3d {
 //   kAccurate: x in fp16, weights split hi + lo (two MMAs): ~2e-6 relative L2 vs float64, <= 1e-5
 //   kTF32:     x and weights with 11 significant bits as TF32 (one MMA), PyTorch's allow_tf32
 //              trade: ~3e-4, <= 1e-3
-// (conv3d_k4_tensorcore.cu has the details: fp16 with per-channel weight scaling, TF32 fallback.)
+// (OPTIMIZATION.md 3 has the details: fp16 with per-channel weight scaling, TF32 fallback.)
 enum class Precision { kAccurate, kTF32 };
 
 struct FusedLayer {
@@ -205,11 +205,35 @@ inline std::array<int64_t, 3> conv_output_spatial(const at::Tensor& x, const Fus
   return o;
 }
 
-// The CUDA pipeline (conv3d_hardswish_groupnorm_mean.cu). The _out form writes every element of a
-// caller's (B, Cout) tensor of the input's dtype, so callers can poison it first.
+// What every fused entry checks before it computes: the layer is well formed and supported, x
+// fits it, and x and the layer's weights live on `device`. Empty when fine.
+inline std::string forward_reason(const at::Tensor& x, const FusedLayer& l, const at::Device& device) {
+  std::string why = malformed_reason(l);
+  if (why.empty()) why = unsupported_reason(l);
+  if (why.empty()) why = input_mismatch_reason(x, l);
+  if (why.empty() && (x.device() != device || l.weight.device() != device)) {
+    Reason where;
+    where << "input and weights must be on " << device << ", got " << x.device() << " and " << l.weight.device();
+    why = where.str();
+  }
+  return why;
+}
+
+// Whether `out` can take the result for x: a contiguous (B, Cout) tensor of x's dtype on x's device.
+inline std::string out_mismatch_reason(const at::Tensor& out, const at::Tensor& x, const FusedLayer& l) {
+  Reason why;
+  const int64_t batch = x.size(0), cout = l.out_channels();
+  if (!(out.is_contiguous() && out.device() == x.device() && out.scalar_type() == x.scalar_type() &&
+        out.sizes() == at::IntArrayRef({batch, cout})))
+    why << "out must be a contiguous " << dtype_name(x.scalar_type()) << " (" << batch << ", " << cout
+        << ") tensor on " << x.device() << ", got " << shape_string(out.sizes()) << " "
+        << dtype_name(out.scalar_type()) << " on " << out.device();
+  return why.str();
+}
+
+// The CUDA pipeline (fused_forward_cuda.cu). The _out form writes every element of a caller's
+// (B, Cout) tensor of the input's dtype, so callers can poison it first.
 at::Tensor fused_forward_cuda(const at::Tensor& x, const FusedLayer& layer, Precision precision);
 void fused_forward_cuda_out(const at::Tensor& x, const FusedLayer& layer, Precision precision, at::Tensor& out);
-// Which CUDA kernel fused_forward_cuda runs for this layer and input, in words.
-std::string fused_cuda_kernel_name(const FusedLayer& layer, const at::Tensor& x, Precision precision);
 
 }  // namespace fused3d

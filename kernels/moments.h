@@ -5,12 +5,13 @@
 // |mean| >> std (a conv over inputs in [5, 6) gives exactly that); Chan's merge of centred moments
 // does not. Every merge happens in a fixed order, so results are bitwise reproducible.
 //
-// The epilogue uses the identity (DESIGN-NOTES.md) for sample n, channel c in group g:
+// The epilogue uses the identity (OPTIMIZATION.md 2) for sample n, channel c in group g:
 //   mean_s(groupnorm(h))[n, c] = gamma[c] * (M[n,c] - mu[n,g]) * rsqrt(var[n,g] + eps) + beta[c]
 // where M is the channel's spatial mean and mu, var the group's biased mean and variance.
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define FUSED3D_HOST_DEVICE __host__ __device__ __forceinline__
@@ -87,7 +88,11 @@ FUSED3D_HOST_DEVICE Moments<T> moments_of_span(const T* v, int count) {
 // (an IEEE float division is a ~10-instruction sequence on the GPU and ran per output element),
 // and the clamp becomes one saturating FMA. It can differ from PyTorch's form by an ulp. NaN stays
 // NaN (fmaxf picks 0, then NaN * 0).
-FUSED3D_HOST_DEVICE float hardswish_gate(float y) { return fminf(fmaxf(fmaf(y, 1.0f / 6.0f, 0.5f), 0.0f), 1.0f); }
+// The tensor-core kernels hold a = y / u (u a power of two per channel) and pass u / 6 (exact).
+FUSED3D_HOST_DEVICE float hardswish_gate_scaled(float a, float u_sixth) {
+  return fminf(fmaxf(fmaf(a, u_sixth, 0.5f), 0.0f), 1.0f);
+}
+FUSED3D_HOST_DEVICE float hardswish_gate(float y) { return hardswish_gate_scaled(y, 1.0f / 6.0f); }
 FUSED3D_HOST_DEVICE float hardswish(float y) { return y * hardswish_gate(y); }
 
 // Per-(sample, channel) partial moments live in a (B, tiles, C) array of Moments<float>, one entry
@@ -95,11 +100,11 @@ FUSED3D_HOST_DEVICE float hardswish(float y) { return y * hardswish_gate(y); }
 // over a group's (channel, tile) entries rather than a chain of Chan merges: the exact identity
 //   M2 = sum_t (m2_t + n_t (mean_t - mean)^2),   mean = sum_t n_t mean_t / sum_t n_t
 // needs no division per entry, its terms are non-negative (nothing cancels), and the entries can be
-// split among the lanes of a warp, a warp per (sample, group): lanes over tiles (the first form
-// below, any group) or over the group's channels and tiles (the second, groups of 1, 2, 4, ..., 32
-// channels), instead of a chain of 52 dependent loads and double divisions (the Chan-merge
-// thread-per-output epilogue took ~7 us of B=1's 27; RECORD.md, run 22). The CPU runs the first
-// form as one lane. Fixed orders: deterministic.
+// split among the lanes of a warp, a warp per (sample, group): lanes over tiles (the lanes form
+// below, any group) or over the group's channels and tiles (the warp form, groups of 1, 2, 4, ...,
+// 32 channels), instead of a chain of dependent loads and double divisions per output (which took
+// ~7 us of a 27 us B=1 forward, H100). The CPU runs the lanes form as one lane. Fixed orders:
+// deterministic.
 struct EpilogueParams {
   const Moments<float>* partials;  // (B, tiles, C)
   const float* gamma;              // (C) or nullptr: no affine
@@ -156,9 +161,24 @@ FUSED3D_HOST_DEVICE void groupnorm_mean_epilogue(const EpilogueParams& p, long l
   }
 }
 
+// Which form computes a group of `per_group` channels: f(std::integral_constant<int, k>{}) with
+// k = per_group for the warp form (1, 2, 4, ... up to kMax), k = 0 for the lanes form (any other
+// group). The one choice of form, for the epilogue kernel's instance (host) and the B = 1 kernel's
+// own epilogue (device).
+template <int kMax, int kTry = 1, typename F>
+FUSED3D_HOST_DEVICE void with_epilogue_form(int per_group, F&& f) {
+  if constexpr (kTry > kMax) {
+    f(std::integral_constant<int, 0>{});
+  } else if (per_group == kTry) {
+    f(std::integral_constant<int, kTry>{});
+  } else {
+    with_epilogue_form<kMax, 2 * kTry>(per_group, f);
+  }
+}
+
 #if defined(__CUDACC__)
-// The outputs of group g of sample n, i = n * groups + g, by one warp (the epilogue kernel where
-// the form below does not apply).
+// The lanes form: the outputs of group g of sample n, i = n * groups + g, by one warp whose lanes
+// take the group's tiles in turn.
 __device__ __forceinline__ void groupnorm_mean_epilogue_lanes(const EpilogueParams& p, long long i) {
   const auto all_sum = [](double v) {
 #pragma unroll
@@ -168,16 +188,16 @@ __device__ __forceinline__ void groupnorm_mean_epilogue_lanes(const EpiloguePara
   groupnorm_mean_epilogue(p, i / p.groups, static_cast<int>(i % p.groups), threadIdx.x % 32, 32, all_sum);
 }
 
-// The outputs of group g of sample n, i = n * groups + g, by one warp, where the group's channel
-// count kPerGroup is a power of two up to 32: lane l takes channel l % kPerGroup of the group in
-// tiles l / kPerGroup, + 32 / kPerGroup, ..., so every lane's loads are independent and the
-// standard layer's 26 tiles arrive in one round (4 per lane). The form above reads them a channel
-// at a time, a round each, and sums each channel's again: at the standard batch its kernel took
-// 14.0 us under ncu, this one 7.5 (H100, run 87). The epilogue is latency-bound: a warp per sample
+// The warp form: the outputs of group g of sample n, i = n * groups + g, by one warp, where the
+// group's channel count kPerGroup is a power of two up to 32: lane l takes channel l % kPerGroup of
+// the group in tiles l / kPerGroup, + 32 / kPerGroup, ..., so every lane's loads are independent
+// and the standard layer's 26 tiles arrive in one round (4 per lane). The lanes form reads them a
+// channel at a time, a round each, and sums each channel's again: at the standard batch its kernel
+// took 14.0 us under ncu, this one 7.5 (H100). The epilogue is latency-bound: a warp per sample
 // with 13 tiles per lane ran 728 instructions per warp at ~19 cycles each, mostly waiting on its
-// loads (9.9 us, run 86). The tile slices of a channel meet by xor-shuffles over the high lane bits,
-// the channels of the group over the low ones; each butterfly leaves the same sum in every lane it
-// joins (a + b = b + a). The same identity as above, in double, in another fixed order.
+// loads. The tile slices of a channel meet by xor-shuffles over the high lane bits, the channels of
+// the group over the low ones; each butterfly leaves the same sum in every lane it joins
+// (a + b = b + a). The same identity as the lanes form, in double, in another fixed order.
 template <int kPerGroup>
 __device__ __forceinline__ void groupnorm_mean_epilogue_warp(const EpilogueParams& p, long long i) {
   static_assert(kPerGroup >= 1 && kPerGroup <= 32 && (kPerGroup & (kPerGroup - 1)) == 0, "a power of two up to 32");
@@ -219,6 +239,16 @@ __device__ __forceinline__ void groupnorm_mean_epilogue_warp(const EpilogueParam
   const double scale = p.gamma ? double(p.gamma[c]) : 1.0;
   const double shift = p.beta ? double(p.beta[c]) : 0.0;
   p.out[n * p.channels + c] = float(scale * (weighted / count - group_mean) * inv_std + shift);
+}
+
+// Group i = n * groups + g in form kForm (with_epilogue_form): 0 the lanes form, else the warp
+// form for groups of kForm channels.
+template <int kForm>
+__device__ __forceinline__ void groupnorm_mean_epilogue_group(const EpilogueParams& p, long long i) {
+  if constexpr (kForm == 0)
+    groupnorm_mean_epilogue_lanes(p, i);
+  else
+    groupnorm_mean_epilogue_warp<kForm>(p, i);
 }
 #endif
 

@@ -1,8 +1,9 @@
-// wgmma (sm_90a) as the planes kernel (conv3d_k4_tensorcore.cu) and the probes (tools/probes/)
-// use it: B tiles in shared memory through a descriptor, m64n64k16 with A from registers, the
-// fence / commit / wait, and the pin that keeps the compiler's hands off an accumulator in flight.
-// Outside the arch-specific target the instructions compile to nothing and kAvailable is false (the
-// planes kernel then takes its TF32 fallback; the probes build for sm_90a only).
+// wgmma (sm_90a) as the planes kernel (conv3d_k4_planes.cu) and the probes (tools/probes/) use it:
+// B tiles in shared memory through a descriptor, m64n64k16 with A from registers, the fence /
+// commit / wait, and the pin that keeps the compiler's hands off an accumulator in flight. Outside
+// the arch-specific target the instructions compile to nothing and kAvailable is false (the plan
+// then never picks the planes kernel: conv3d_k4_planes.h, wgmma_compiled). b_offset, the B layout,
+// is host code too: the weight packing's unit test checks against it.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +22,14 @@ constexpr bool kAvailable = false;
 // (16 bytes per n) at byte (2 * nb + kb) * 128, so the leading (K) byte offset is 128 and the stride
 // (N) byte offset 256. b_offset is element (k, n)'s index in halves (tools/probes/wgmma_rows.cu
 // checks the layout against a host GEMM).
-__host__ __device__ constexpr int b_offset(int k, int n) { return (2 * (n / 8) + k / 8) * 64 + (n % 8) * 8 + k % 8; }
+#if defined(__CUDACC__)
+#define FUSED3D_WGMMA_HOST_DEVICE __host__ __device__
+#else
+#define FUSED3D_WGMMA_HOST_DEVICE
+#endif
+FUSED3D_WGMMA_HOST_DEVICE constexpr int b_offset(int k, int n) { return (2 * (n / 8) + k / 8) * 64 + (n % 8) * 8 + k % 8; }
+
+#if defined(__CUDACC__)
 __device__ __forceinline__ uint64_t descriptor(unsigned smem_address) {
   constexpr uint64_t kLeadingBytes = 128, kStrideBytes = 256;
   return uint64_t((smem_address & 0x3FFFF) >> 4) | ((kLeadingBytes >> 4) << 16) | ((kStrideBytes >> 4) << 32);
@@ -33,7 +41,7 @@ __device__ __forceinline__ uint64_t descriptor(const void* smem) {
 // d = a * b + (scale_d ? d : 0). d and a are read asynchronously: nothing but a wgmma may touch
 // them before wait. d is tied and scale_d a runtime predicate: with d write-only ptxas serialized
 // the wgmmas, and with scale_d an immediate 0 it dropped three rows' wgmmas of an unrolled row loop
-// (RECORD.md, runs 69-70).
+// (ptxas of CUDA 13.0).
 __device__ __forceinline__ void m64n64k16(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int scale_d) {
   FUSED3D_WGMMA_ASM(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
@@ -57,5 +65,6 @@ __device__ __forceinline__ void pin(float (&r)[kRegs]) {
 #pragma unroll
   for (int i = 0; i < kRegs; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
+#endif  // __CUDACC__
 
 }  // namespace wgmma

@@ -19,6 +19,8 @@
 namespace fused3d::test {
 namespace {
 
+bool on_tensor_cores(const Plan& plan) { return plan.kernel != KernelKind::kGeneral; }
+
 class FusedCuda : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -37,7 +39,7 @@ TEST_F(FusedCuda, MatchesNativeAndFloat64OverShapeMatrix) {
 }
 
 // The standard layer (tensor-core path, accurate mode) at a batch that fills the GPU, three input
-// distributions (DESIGN-NOTES: U[0,1), N(0,1), U[5,6)).
+// distributions (OPTIMIZATION.md 3.1: U[0,1), N(0,1), U[5,6)).
 TEST_F(FusedCuda, StandardLayerOnThreeInputDistributions) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(11);
   const LayerSpec spec{64, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
@@ -58,8 +60,7 @@ void expect_tensorcore_path_matches(const LayerSpec& spec, at::Generator& gen, a
   SCOPED_TRACE(to_string(spec));
   const FusedLayer layer = random_layer(spec, gen);
   const at::Tensor x = random_input(spec, gen);
-  ASSERT_NE(fused_kernel_name(x.to(cuda), layer_to(layer, cuda, at::kFloat), Precision::kTF32).find("tensor-core"),
-            std::string::npos);
+  ASSERT_TRUE(on_tensor_cores(fused_plan(x.to(cuda), layer_to(layer, cuda, at::kFloat), Precision::kTF32)));
   if (accurate_too) expect_matches_references(layer, x, cuda, kFloat32Bound, Precision::kAccurate);
   expect_matches_references(layer, x, cuda, kTF32Bound, Precision::kTF32);
 }
@@ -75,8 +76,7 @@ TEST_F(FusedCuda, TensorcorePathTileOverlapsInBothModes) {
     const LayerSpec& big = specs[3];
     at::Generator g2 = at::make_generator<at::CPUGeneratorImpl>(18);
     const at::Tensor x = random_input(big, g2).to(cuda_);
-    ASSERT_NE(fused_kernel_name(x, layer_to(random_layer(big, g2), cuda_, at::kFloat), Precision::kAccurate).find("tensor-core"),
-              std::string::npos);
+    ASSERT_TRUE(on_tensor_cores(fused_plan(x, layer_to(random_layer(big, g2), cuda_, at::kFloat), Precision::kAccurate)));
   }
   for (const LayerSpec& spec : specs) expect_tensorcore_path_matches(spec, gen, cuda_, /*accurate_too=*/true);
 }
@@ -106,7 +106,9 @@ TEST_F(FusedCuda, SingleSampleRunsTheEpilogueInTheMomentsKernel) {
   const FusedLayer on_gpu = layer_to(layer, cuda_, at::kFloat);
   const at::Tensor xc = x.to(cuda_);
   for (const Precision precision : {Precision::kAccurate, Precision::kTF32}) {
-    ASSERT_NE(fused_kernel_name(xc, on_gpu, precision).find("epilogue in the same kernel"), std::string::npos);
+    const Plan plan = fused_plan(xc, on_gpu, precision);
+    ASSERT_EQ(plan.kernel, KernelKind::kK4Mma);
+    ASSERT_TRUE(plan.epilogue_in_kernel);
     const at::Tensor first = fused_forward(xc, on_gpu, precision);
     const auto expect_repeats = [&](const char* where) {
       for (int i = 0; i < 20; ++i) {
@@ -145,7 +147,7 @@ TEST_F(FusedCuda, TF32ModeOnUniformAndNormalInputs) {
 
 // From 64 samples of 16 x 32 x 32 both modes run the wgmma planes kernel, where a block streams its
 // share of the batch's output planes (on 132 SMs, 52 or 53 of 529 x 13: most samples are split
-// between two blocks). A third of the samples U[0,1), a third N(0,1), a third U[5,6) (DESIGN-NOTES:
+// between two blocks). A third of the samples U[0,1), a third N(0,1), a third U[5,6) (OPTIMIZATION.md 3.1:
 // where rounding x costs the most), and four beyond fp16's range (1e5, 1e-6: the TF32 fallback; 3e4:
 // still fp16). Every sample against libtorch native; a spread of them (each distribution, the scaled
 // ones) against float64 on the CPU, which a sample's output allows (it depends on that sample alone;
@@ -167,7 +169,7 @@ TEST_F(FusedCuda, PlanesKernelOverManySamplesInBothModes) {
   const at::Tensor f64 = native_forward(x_cpu.index_select(0, picked).to(at::kDouble), layer_to(layer, at::kCPU, at::kDouble));
   for (const auto& [precision, bound] : {std::pair{Precision::kAccurate, kFloat32Bound}, std::pair{Precision::kTF32, kTF32Bound}}) {
     SCOPED_TRACE(precision == Precision::kTF32 ? "tf32" : "accurate");
-    ASSERT_NE(fused_kernel_name(x, on_gpu, precision).find("planes"), std::string::npos);
+    ASSERT_EQ(fused_plan(x, on_gpu, precision).kernel, KernelKind::kK4Planes);
     at::Tensor out = at::full({spec.batch, spec.cout}, NAN, x.options());
     fused_forward_out(x, on_gpu, precision, out);
     ASSERT_TRUE(at::isfinite(out).all().item<bool>()) << "unwritten (NaN-poisoned) or non-finite output";
@@ -262,7 +264,7 @@ TEST_F(FusedCuda, RandomizedSweepAgainstFloat64) {
     const at::Tensor x = random_input(s, gen);
     const Precision precision = pick(0, 1) ? Precision::kAccurate : Precision::kTF32;
     const FusedLayer on_gpu = layer_to(layer, cuda_, at::kFloat);
-    const bool tc = fused_kernel_name(x.to(cuda_), on_gpu, precision).find("tensor-core") != std::string::npos;
+    const bool tc = on_tensor_cores(fused_plan(x.to(cuda_), on_gpu, precision));
     tensorcore += tc;
     const double bound = tc && precision == Precision::kTF32 ? kTF32Bound : kFloat32Bound;
     at::Tensor out = at::full({s.batch, s.cout}, NAN, x.options().device(cuda_));
@@ -292,8 +294,8 @@ TEST_F(FusedCuda, NanAndInfPropagateAsInPyTorch) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(20);
   const LayerSpec standard{4, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
   const LayerSpec general{4, 3, 8, 2, {3, 3, 3}, {6, 7, 8}, true, true};
-  ASSERT_NE(fused_kernel_name(random_input(standard, gen).to(cuda_), layer_to(random_layer(standard, gen), cuda_, at::kFloat),
-                              Precision::kAccurate).find("tensor-core"), std::string::npos);
+  ASSERT_TRUE(on_tensor_cores(fused_plan(random_input(standard, gen).to(cuda_),
+                                         layer_to(random_layer(standard, gen), cuda_, at::kFloat), Precision::kAccurate)));
   for (const Precision precision : {Precision::kAccurate, Precision::kTF32}) {
     const double bound = precision == Precision::kTF32 ? kTF32Bound : kFloat32Bound;
     expect_special_values_propagate_as_native(standard, cuda_, precision, bound, gen);
@@ -347,7 +349,7 @@ TEST_F(FusedCuda, InputOverTwoToThe31Elements) {
       const at::Tensor alone = expect_matches_references(layer_cpu, samples.cpu(), cuda_, c.bound, c.precision);
       // Five samples alone take the mma.sync kernel; the whole batch, at the standard shape, the
       // wgmma planes kernel: the same bits only where both runs take the same kernel.
-      if (fused_kernel_name(samples, layer, c.precision) == fused_kernel_name(x, layer, c.precision))
+      if (fused_plan(samples, layer, c.precision).kernel == fused_plan(x, layer, c.precision).kernel)
         EXPECT_TRUE(at::equal(out.slice(0, first, first + 5), alone));
       const at::Tensor f64 = native_forward(samples.cpu().to(at::kDouble), layer_to(layer_cpu, at::kCPU, at::kDouble));
       EXPECT_LE(relative_l2(out.slice(0, first, first + 5), f64), c.bound) << "the whole batch's run vs float64";

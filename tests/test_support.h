@@ -25,12 +25,12 @@ inline double relative_l2(const at::Tensor& a, const at::Tensor& b) {
 // Accuracy bound of the float32 pipelines against float64 (relative L2 of the (B, C) output). The
 // conv sums Cin*k^3 products in float32 (relative error ~ sqrt(K) * 2^-24 per value, 1e-6 for
 // K = 192 at worst); the spatial mean averages rounding away and the normalization divides by a
-// std that is itself computed to ~1e-7. Measured: ~1e-7 (DESIGN-NOTES: cuDNN 7e-8 to 1e-7). 1e-5
+// std that is itself computed to ~1e-7. Measured: ~1e-7 (OPTIMIZATION.md 3.1: cuDNN 7e-8 to 1e-7). 1e-5
 // is the accurate mode's promise, with a margin of two orders over what float32 gives.
 constexpr double kFloat32Bound = 1e-5;
 // The tf32 mode rounds x and the weights to TF32 (10-bit mantissa, 2^-11 relative). The weight
-// rounding is systematic and does not average out over the spatial mean: DESIGN-NOTES measured
-// 2.6e-4 (U[0,1)) and 2.3e-5 (N(0,1)) relative L2 in emulation. 1e-3 is the mode's promise (issue 3).
+// rounding is systematic and does not average out over the spatial mean: OPTIMIZATION.md 3.1 has
+// 2.6e-4 (U[0,1)) and 2.3e-5 (N(0,1)) relative L2 in emulation. 1e-3 is the mode's promise.
 constexpr double kTF32Bound = 1e-3;
 
 // A float16 / bfloat16 pipeline computes in float32 and rounds each output value once, to within

@@ -24,15 +24,18 @@ import torch.nn.functional as F
 from torch.utils.cpp_extension import load_inline
 
 KERNELS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kernels"))
-# Compiled as one CUDA translation unit (their internals live in distinct namespaces).
-CUDA_UNITS = ("conv3d_hardswish_groupnorm_mean.cu", "conv3d_k4_tensorcore.cu")
-BINDING = "torch_ops.cpp"
+# kernels/ as two translation units, as load_inline takes them: the .cu files (device code) in
+# one, the host .cpp files and the operator binding in the other; each file's internals live in a
+# namespace of its own.
+CUDA_UNITS = ("conv3d_general.cu", "conv3d_k4_mma.cu", "conv3d_k4_planes.cu", "epilogue.cu")
+HOST_UNITS = ("fused_forward_cuda.cpp", "plan.cpp", "tensorcore_weights.cpp", "torch_ops.cpp")
 
 _loaded = False
 
 
 def _kernel_digest():
-    h = hashlib.sha256()
+    """A hash of kernels/ and of the architectures asked for: a build per source tree and list."""
+    h = hashlib.sha256(os.environ.get("TORCH_CUDA_ARCH_LIST", "").encode() + b"\0")
     for name in sorted(os.listdir(KERNELS)):
         with open(os.path.join(KERNELS, name), "rb") as f:
             h.update(name.encode() + b"\0" + f.read())
@@ -40,14 +43,13 @@ def _kernel_digest():
 
 
 def _arch_flags():
-    """sm_90a on Hopper, as the executable's default build: the tensor-core kernel moves registers
-    between its warp roles with setmaxnreg, which only the arch-specific target has. Elsewhere, or
-    when TORCH_CUDA_ARCH_LIST is set, torch chooses."""
+    """Without TORCH_CUDA_ARCH_LIST, sm_90a on Hopper, as the executable's default build (wgmma and
+    setmaxnreg exist only in the arch-specific target); with it, torch builds what it lists. Either
+    way the compiled code says which kernels it can run (conv3d_k4_planes.h: wgmma_compiled)."""
     if os.environ.get("TORCH_CUDA_ARCH_LIST") or not torch.cuda.is_available():
         return []
     if torch.cuda.get_device_capability() == (9, 0):
-        # FUSED3D_WGMMA_BUILT: the wgmma planes kernel may run (conv3d_k4_tensorcore.cu).
-        return ["-gencode=arch=compute_90a,code=sm_90a", "-DFUSED3D_WGMMA_BUILT"]
+        return ["-gencode=arch=compute_90a,code=sm_90a"]
     return []
 
 
@@ -56,15 +58,13 @@ def load_extension(verbose=False):
     global _loaded
     if _loaded:
         return
-    with open(os.path.join(KERNELS, BINDING)) as f:
-        binding = f.read()
     load_inline(
         name=f"fused3d_ext_{_kernel_digest()}",
-        cpp_sources=[binding],
+        cpp_sources=["".join(f'#include "{unit}"\n' for unit in HOST_UNITS)],
         cuda_sources=["".join(f'#include "{unit}"\n' for unit in CUDA_UNITS)],
         extra_include_paths=[KERNELS],
         extra_cflags=["-O3"],
-        extra_cuda_cflags=["-O3", "-lineinfo"] + _arch_flags(),
+        extra_cuda_cflags=["-O3", "-lineinfo", "--expt-relaxed-constexpr"] + _arch_flags(),
         is_python_module=False,
         verbose=verbose,
     )
@@ -75,6 +75,14 @@ def load_extension(verbose=False):
         return x.new_empty((x.shape[0], weight.shape[0]))
 
     _loaded = True
+
+
+def kernel_name(model, x):
+    """Which kernel ModelNew's forward runs for x, in the words of the executable's kernel line."""
+    return torch.ops.fused3d.kernel(x, model.conv.weight, model.conv.bias, model.group_norm.weight,
+                                    model.group_norm.bias, model.group_norm.num_groups, model.group_norm.eps,
+                                    model.precision, model.conv.stride, model.conv.padding, model.conv.dilation,
+                                    model.conv.groups)
 
 
 class ModelNew(nn.Module):

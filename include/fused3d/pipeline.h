@@ -3,6 +3,7 @@
 #pragma once
 
 #include "fused_layer.h"
+#include "plan.h"
 
 #include <ATen/ATen.h>
 
@@ -15,7 +16,9 @@ namespace fused3d {
 // Precision picks the tensor-core rounding on CUDA (fused_layer.h); the CPU computes float32 always.
 at::Tensor fused_forward(const at::Tensor& x, const FusedLayer& layer, Precision precision = Precision::kAccurate);
 void fused_forward_out(const at::Tensor& x, const FusedLayer& layer, Precision precision, at::Tensor& out);
-// Which implementation fused_forward runs for this input, in words ("tensor-core k4 (TF32)").
+// The plan fused_forward follows for a CUDA input (plan.h: which kernel, tiles, epilogue).
+Plan fused_plan(const at::Tensor& x, const FusedLayer& layer, Precision precision);
+// Which implementation fused_forward runs for this input, in words (plan.h's describe on CUDA).
 std::string fused_kernel_name(const at::Tensor& x, const FusedLayer& layer, Precision precision);
 
 // The CPU implementation of the fused algorithm (float32 arithmetic, the same moments merge).

@@ -21,7 +21,7 @@ namespace fused3d {
 namespace {
 
 // --check tolerance on the relative L2 error against libtorch native (float32, TF32 off, whose own
-// error vs float64 is ~1e-7: DESIGN-NOTES). Each is what the mode promises against float64:
+// error vs float64 is ~1e-7: OPTIMIZATION.md 3.1). Each is what the mode promises against float64:
 // accurate (x fp16, weights split hi+lo) measures ~2e-6, float32 paths ~1e-7: bound 1e-5; tf32
 // measures up to 8e-4 at inputs in [5, 6) (weight rounding does not average out): bound 1e-3.
 // A float16 / bfloat16 model computes in float32 and rounds each output once, to within half an

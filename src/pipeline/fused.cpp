@@ -10,8 +10,15 @@ void fused_forward_out(const at::Tensor& x, const FusedLayer& layer, Precision p
   fused_forward_cpu_out(x, layer, out);
 }
 
+Plan fused_plan(const at::Tensor& x, const FusedLayer& layer, Precision precision) {
+  TORCH_CHECK(x.is_cuda(), "fused3d: plans are made for CUDA inputs, got one on ", x.device());
+  const std::string why = forward_reason(x, layer, x.device());
+  TORCH_CHECK(why.empty(), "fused3d: ", why);
+  return make_plan(layer, x.contiguous(), precision);
+}
+
 std::string fused_kernel_name(const at::Tensor& x, const FusedLayer& layer, Precision precision) {
-  if (x.is_cuda()) return fused_cuda_kernel_name(layer, x, precision);
+  if (x.is_cuda()) return describe(fused_plan(x, layer, precision), x.scalar_type());
   return x.scalar_type() == at::kFloat ? "CPU (float32)" : "CPU (" + dtype_name(x.scalar_type()) + " in, float32 arithmetic)";
 }
 

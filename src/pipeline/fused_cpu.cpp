@@ -82,14 +82,8 @@ void conv_hardswish_moments_cpu(const T* xp, const float* wp, const float* bp, c
 }  // namespace
 
 void fused_forward_cpu_out(const at::Tensor& input, const FusedLayer& layer, at::Tensor& out) {
-  const std::string malformed = malformed_reason(layer);
-  TORCH_CHECK(malformed.empty(), "fused3d: ", malformed);
-  const std::string unsupported = unsupported_reason(layer);
-  TORCH_CHECK(unsupported.empty(), "fused3d: ", unsupported);
-  const std::string mismatch = input_mismatch_reason(input, layer);
-  TORCH_CHECK(mismatch.empty(), "fused3d: ", mismatch);
-  TORCH_CHECK(input.is_cpu() && layer.weight.is_cpu(), "fused3d: CPU path needs CPU tensors, got ",
-              input.device(), " and ", layer.weight.device());
+  const std::string why = forward_reason(input, layer, at::Device(at::kCPU));
+  TORCH_CHECK(why.empty(), "fused3d: ", why);
 
   const at::Tensor x = input.contiguous();
   const at::Tensor w = as_float32(layer.weight);
@@ -99,10 +93,8 @@ void fused_forward_cpu_out(const at::Tensor& input, const FusedLayer& layer, at:
   const auto out_size = conv_output_spatial(x, layer);
   const int64_t od = out_size[0];
 
-  TORCH_CHECK(out.is_cpu() && out.is_contiguous() && out.scalar_type() == x.scalar_type() &&
-                  out.sizes() == at::IntArrayRef({batch, cout}),
-              "fused3d: out must be a contiguous ", dtype_name(x.scalar_type()), " (", batch, ", ", cout,
-              ") CPU tensor, got ", shape_string(out.sizes()), " ", dtype_name(out.scalar_type()));
+  const std::string out_why = out_mismatch_reason(out, x, layer);
+  TORCH_CHECK(out_why.empty(), "fused3d: ", out_why);
   if (batch == 0) return;
   // One tile per output depth slice: partials (B, OD, Cout) of Moments<float>.
   at::Tensor partials = at::empty({batch, od, cout, 3}, at::kFloat);

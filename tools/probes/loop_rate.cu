@@ -1,8 +1,8 @@
 // Probe: how fast does the fast kernel's MMA loop run per warp, alone and with other warps on its
 // SM sub-partition, and does it run faster when the warps of a sub-partition are out of phase?
-// (docs/OPTIMIZATION.md 3.13 quotes the results.)
+// (docs/RECORD.md, "The MMA loop alone", has the results.)
 //
-// Each active warp repeats what an MMA warp of conv3d_k4_tensorcore.cu does for one item: three
+// Each active warp repeats what an MMA warp of conv3d_k4_mma.cu does for one item: three
 // channel steps of the loop over 13 input rows (two 8-byte shared loads per row, 8 m16n8k16 MMAs
 // per row in the tf32 mode, 16 in the accurate mode, into 20 accumulators), then, if asked, the
 // statistics of the 10 x 16 tile (gate, shift, sum, square: 4 FP32 instructions per value). No

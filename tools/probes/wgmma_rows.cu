@@ -1,4 +1,4 @@
-// Probe: would a wgmma kernel with N = 64 pay where N = 16 did not (RECORD.md, runs 67-68)? Run 71.
+// Probe: would a wgmma kernel with N = 64 pay where N = 16 did not? (docs/RECORD.md has the results.)
 //
 // At N = 16 (the 16 channels) a wgmma m64n16k16 ran at about a quarter of the tensor peak in the
 // fast kernel. N = 64 takes the four kernel rows into N instead of K: for input row r of a 16-column
@@ -15,8 +15,8 @@
 // adds into the rolling output rows; 2 and the statistics of each completed row. Blocks of one
 // warpgroup, 1 to 4 per SM. Also checks the m64n64k16 layout (A from registers, B K-major without
 // swizzle) against a host GEMM. A timing probe: its sums are not checked, and with one D, as here,
-// ptxas moved the rows kernel's adds of row r past the wgmmas of the next rows (RECORD.md, run 72;
-// the same instructions, computing on the wrong D). The rows kernel needed two Ds to be correct.
+// ptxas moved the rows kernel's adds of row r past the wgmmas of the next rows (the same
+// instructions, computing on the wrong D). The rows kernel needed two Ds to be correct.
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a tools/probes/wgmma_rows.cu -o wgmma_rows && ./wgmma_rows
 #include "cuda_check.h"
 #include "wgmma_probe.h"

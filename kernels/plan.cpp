@@ -1,0 +1,55 @@
+// make_plan: which kernel runs a layer on the GPU, from what each kernel says it can take. The
+// tensor-core kernels take the layers they are specialized for (kernel 4x4x4, 16 output channels,
+// float32; OPTIMIZATION.md 4.5 says when each runs and why); the general kernel takes every other.
+#include "plan.h"
+
+#include "conv3d_general.h"
+#include "conv3d_k4_mma.h"
+#include "conv3d_k4_planes.h"
+
+namespace fused3d {
+
+Plan make_plan(const FusedLayer& layer, const at::Tensor& x, Precision precision) {
+  Plan plan;
+  plan.precision = precision;
+  if (k4_mma::can_run(layer, x, precision)) {
+    if (k4_planes::can_run(x)) {
+      plan.kernel = KernelKind::kK4Planes;
+      plan.tiles = k4_planes::tiles(x);
+      plan.shared_bytes = k4_planes::shared_bytes(precision);
+    } else {
+      plan.kernel = KernelKind::kK4Mma;
+      plan.tiles = k4_mma::tiles(x);
+      plan.shared_bytes = k4_mma::shared_bytes(x);
+      plan.epilogue_in_kernel = k4_mma::runs_epilogue(x.size(0));
+    }
+  } else {
+    plan.kernel = KernelKind::kGeneral;
+    plan.tiles = general::tiles(x, layer);
+  }
+  return plan;
+}
+
+const char* kernel_id(KernelKind kernel) {
+  switch (kernel) {
+    case KernelKind::kGeneral: return "general";
+    case KernelKind::kK4Mma: return "k4-mma";
+    case KernelKind::kK4Planes: return "k4-planes";
+  }
+  return "unknown";
+}
+
+std::string describe(const Plan& plan, at::ScalarType dtype) {
+  std::string text = kernel_id(plan.kernel);
+  if (plan.kernel == KernelKind::kGeneral)
+    return text + (dtype == at::kFloat ? " (float32 on CUDA cores)"
+                                       : " (" + dtype_name(dtype) + " in, float32 on CUDA cores)");
+  text += plan.kernel == KernelKind::kK4Planes ? " (tensor cores, wgmma" : " (tensor cores, mma.sync";
+  text += plan.precision == Precision::kAccurate ? "; accurate: x fp16, weights split hi+lo fp16"
+                                                 : "; tf32: x and weights fp16, 11 significant bits as TF32";
+  text += "; TF32 where x is out of fp16 range";
+  if (plan.epilogue_in_kernel) text += "; epilogue in the same kernel";
+  return text + ")";
+}
+
+}  // namespace fused3d

@@ -1,0 +1,35 @@
+// Which fused kernel computes a layer on the GPU, and how: one decision, made by make_plan once per
+// forward and read by the launchers, the executable's kernel line and --bench, the Python
+// operator and the tests.
+#pragma once
+
+#include "fused_layer.h"
+
+#include <string>
+
+namespace fused3d {
+
+enum class KernelKind {
+  kGeneral,   // conv3d_general.cu: float32 on CUDA cores, every layer
+  kK4Mma,     // conv3d_k4_mma.cu: tensor cores (mma.sync), kernel 4x4x4, 16 output channels
+  kK4Planes,  // conv3d_k4_planes.cu: tensor cores (wgmma, sm_90a), the standard plane size, B >= 64
+};
+
+struct Plan {
+  KernelKind kernel = KernelKind::kGeneral;
+  Precision precision = Precision::kAccurate;  // the tensor-core kernels' operand rounding
+  int tiles = 0;                    // partial moments per (sample, channel), merged by the epilogue
+  bool epilogue_in_kernel = false;  // the moments kernel runs the GroupNorm-mean epilogue itself
+  size_t shared_bytes = 0;          // the moments kernel's dynamic shared memory per block
+};
+
+// For a CUDA input and layer that passed the entry's checks (forward_reason, fused_layer.h).
+Plan make_plan(const FusedLayer& layer, const at::Tensor& x, Precision precision);
+
+// "general", "k4-mma", "k4-planes": what tests and scripts match on.
+const char* kernel_id(KernelKind kernel);
+
+// The plan in words, for the executable's kernel line and --bench; begins with kernel_id.
+std::string describe(const Plan& plan, at::ScalarType dtype);
+
+}  // namespace fused3d

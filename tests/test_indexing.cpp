@@ -1,0 +1,191 @@
+// The index arithmetic of the tensor-core kernels, on the host: the mma.sync kernel's walk over
+// work items, how the planes kernel shares a batch's output planes among blocks and numbers their
+// pair and input planes, and the weight layouts against the PTX fragment layouts (the tensor cores
+// read the packed weights by these formulas; a wrong permute would pass no GPU test at some shapes
+// and every one at others). Runs everywhere, CI included.
+#include "conv3d_k4_mma.h"
+#include "conv3d_k4_planes.h"
+#include "k4_geometry.h"
+#include "tensorcore_weights.h"
+#include "test_support.h"
+#include "wgmma.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <vector>
+
+namespace fused3d::test {
+namespace {
+
+struct ItemGrid {
+  int tiles, bands, ods;  // what item_coords and next_item read
+};
+
+// Walking a group's items from `first` by `stride` with next_item (a few adds) lands where the
+// division form says, for every item of the batch the walk reaches.
+TEST(Indexing, ItemWalkMatchesDivision) {
+  for (const int ods : {1, 5, 13})
+    for (const int bands : {1, 2, 3})
+      for (const int batch : {1, 3, 64})
+        for (const int stride : {1, 2, 7, 26, 132, 264}) {
+          const ItemGrid p{ods * bands, bands, ods};
+          const int items = batch * p.tiles;
+          for (int first = 0; first < stride && first < items; ++first) {
+            k4_mma::ItemCoords c = k4_mma::item_coords(p, first);
+            const k4_mma::ItemCoords step = k4_mma::item_coords(p, stride);
+            for (int item = first; item < items; item += stride) {
+              const k4_mma::ItemCoords want = k4_mma::item_coords(p, item);
+              ASSERT_EQ(c.n, want.n) << "item " << item << " stride " << stride;
+              ASSERT_EQ(c.od, want.od) << "item " << item << " stride " << stride;
+              ASSERT_EQ(c.band, want.band) << "item " << item << " stride " << stride;
+              ASSERT_EQ((c.n * ods + c.od) * bands + c.band, item);
+              c = k4_mma::next_item(p, c, step);
+            }
+            EXPECT_GE(c.n, batch) << "the walk ends past the batch";
+          }
+        }
+}
+
+TEST(Indexing, TileOriginsCoverTheExtentAndShiftTheLastBack) {
+  for (const int extent : {10, 13, 29, 32, 61})
+    for (const int size : {10, 16}) {
+      if (extent < size) continue;
+      std::vector<int> owner(extent, 0);
+      for (int tile = 0; tile * size < extent; ++tile) {
+        const int origin = k4::tile_origin(tile, extent, size);
+        ASSERT_GE(origin, 0);
+        ASSERT_LE(origin + size, extent) << "a tile stays inside";
+        for (int i = tile * size; i < origin + size; ++i) ++owner[i];  // its own (non-duplicate) entries
+      }
+      for (int i = 0; i < extent; ++i) EXPECT_EQ(owner[i], 1) << "entry " << i << " of " << extent;
+    }
+}
+
+struct PlaneBatch {
+  int batch, ods;  // what block_planes and segment_of read
+};
+
+// Every block's share of the batch's output planes, its segments, and the numbers its producer
+// (input and pair planes in stream order) and consumers (locate in consume_planes) give them.
+TEST(Indexing, PlaneSharesPartitionTheBatchAndNumberTheirPlanesAlike) {
+  for (const int ods : {6, 13, 20})
+    for (const int batch : {1, 2, 7, 64, 529})
+      for (const unsigned blocks : {1u, 7u, 132u, 264u}) {
+        SCOPED_TRACE("B " + std::to_string(batch) + " OD " + std::to_string(ods) + " blocks " + std::to_string(blocks));
+        const PlaneBatch p{batch, ods};
+        const int total = batch * ods;
+        int next = 0, least = total, most = 0;
+        for (unsigned block = 0; block < blocks; ++block) {
+          const k4_planes::PlaneRange r = k4_planes::block_planes(p, block, blocks);
+          ASSERT_EQ(r.start, next) << "shares are contiguous and in order";
+          next += r.count;
+          least = std::min(least, r.count);
+          most = std::max(most, r.count);
+          if (r.count == 0) continue;
+          ASSERT_EQ(r.first_sample, r.start / ods);
+          // The producer's walk: for each segment, pair planes b .. e + 1 (numbered q), made from
+          // input planes b .. e + 2 (numbered in copy order).
+          const int segments = k4_planes::segment_count(p, r);
+          int covered = 0, q = 0, input = 0;
+          std::vector<int> pair_of_plane, first_input_of_pair;
+          for (int seg = 0; seg < segments; ++seg) {
+            const k4_planes::Segment s = k4_planes::segment_of(p, r, seg);
+            ASSERT_EQ(s.sample, r.first_sample + seg);
+            ASSERT_LT(s.sample, batch);
+            ASSERT_GE(s.b, 0);
+            ASSERT_LT(s.b, s.e) << "a segment has an output plane";
+            ASSERT_LE(s.e, ods);
+            ASSERT_EQ(s.sample * ods + s.b, r.start + covered) << "segments follow each other";
+            covered += s.e - s.b;
+            const int first_input_of_segment = input;
+            input += s.e + k4::kKernel - 1 - s.b;  // input planes b .. e + 2
+            for (int plane = s.b; plane <= s.e + 1; ++plane, ++q) {
+              const int at = s.sample * ods + plane - r.start;  // as produce_planes numbers it
+              EXPECT_EQ(at + 3 * seg, first_input_of_segment + plane - s.b) << "first input plane of pair plane " << q;
+              if (plane < s.e) {
+                EXPECT_EQ(static_cast<int>(pair_of_plane.size()), at) << "output planes in stream order";
+                pair_of_plane.push_back(q);
+              }
+            }
+          }
+          ASSERT_EQ(covered, r.count);
+          // The consumers' locate: output plane `at` of the stream has its pp = 0 pair plane at
+          // at + 2 * (n - first_sample), the number the producer gave it.
+          for (int at = 0; at < r.count; ++at) {
+            const int n = (r.start + at) / ods;
+            EXPECT_EQ(at + 2 * (n - r.first_sample), pair_of_plane[at]) << "output plane " << at;
+          }
+        }
+        EXPECT_EQ(next, total) << "the shares cover the batch";
+        EXPECT_LE(most - least, 1) << "equal shares to one plane";
+      }
+}
+
+// A random layer's weights as packed for the tensor cores, element by element against the
+// weights through the PTX ISA's fragment layouts:
+//   mma.m16n8k16 A (fp16): register pair i of lane (g, t) holds row g + 8 * ((i / 2) % 2), columns
+//     2t + i % 2 + 8 * (i / 4);
+//   mma.m16n8k8 A (tf32): register i holds row g + 8 * (i % 2), column t + 4 * (i / 2);
+//   wgmma B (K 16 x N 64, K-major, no swizzle): element (k, n) at wgmma::b_offset(k, n).
+// with K = 16 as (kd, kw): k = 8 * pp + 2 * kw + kdl, kd = 2 * pp + kdl (fp16 paths), and K = 8 as
+// (kh pair half s, kw): k = kw + 4 * s, kh = 2 * q + s (TF32). Rows are output channels, except in
+// wgmma B, where n = 16 * kh + channel.
+TEST(Indexing, TensorcoreWeightsFollowTheFragmentLayouts) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(41);
+  for (const int64_t cin : {1, 3}) {
+    SCOPED_TRACE("Cin " + std::to_string(cin));
+    FusedLayer layer;
+    layer.weight = at::randn({16, cin, 4, 4, 4}, gen);
+    layer.bias = at::randn({16}, gen);
+    const k4::TensorcoreWeights tc = k4::pack_tensorcore_weights(layer, Precision::kAccurate);
+    ASSERT_EQ(tc.parts, 2);
+    const at::Tensor w64 = layer.weight.to(at::kDouble), scale64 = tc.half_unscale.reciprocal().to(at::kDouble);
+    const at::Tensor hi_tf32 = k4::round_to_tf32(layer.weight);
+    const at::Tensor lo_tf32 = k4::round_to_tf32(layer.weight - hi_tf32);
+    const auto w = w64.accessor<double, 5>();
+    const auto scale = scale64.accessor<double, 1>();
+    const auto half_of = [](double v) { return static_cast<double>(static_cast<float>(c10::Half(static_cast<float>(v)))); };
+    const auto scaled = [&](int co, int ci, int kd, int kh, int kw) { return w[co][ci][kd][kh][kw] * scale[co]; };
+    const at::Tensor frag64 = tc.half_fragments.to(at::kDouble), tiles64 = tc.wgmma_tiles.to(at::kDouble);
+    const at::Tensor tf64 = tc.tf32_fragments.to(at::kDouble);
+    const at::Tensor hi64 = hi_tf32.to(at::kDouble), lo64 = lo_tf32.to(at::kDouble);
+    const auto frag = frag64.accessor<double, 5>();   // (ci, kh, part, lane, 8)
+    const auto tiles = tiles64.accessor<double, 3>();  // (ci, part, 1024)
+    const auto tf32 = tf64.accessor<double, 6>();      // (ci, kd, q, part, lane, 4)
+    const auto hi = hi64.accessor<double, 5>(), lo = lo64.accessor<double, 5>();
+    for (int ci = 0; ci < cin; ++ci) {
+      for (int kh = 0; kh < 4; ++kh)
+        for (int lane = 0; lane < 32; ++lane)
+          for (int i = 0; i < 8; ++i) {
+            const int g = lane / 4, t = lane % 4;
+            const int row = g + 8 * ((i / 2) % 2), k = 2 * t + i % 2 + 8 * (i / 4);
+            const int kd = 2 * (k / 8) + k % 2, kw = (k % 8) / 2;
+            const double v = scaled(row, ci, kd, kh, kw), v_hi = half_of(v);
+            ASSERT_EQ(frag[ci][kh][0][lane][i], v_hi) << "mma.sync A, kh " << kh << " lane " << lane << " half " << i;
+            ASSERT_EQ(frag[ci][kh][1][lane][i], half_of(v - v_hi)) << "mma.sync A lo part";
+          }
+      for (int part = 0; part < 2; ++part)
+        for (int k = 0; k < 16; ++k)
+          for (int n = 0; n < 64; ++n) {
+            const int kd = 2 * (k / 8) + k % 2, kw = (k % 8) / 2, kh = n / 16, co = n % 16;
+            const double v = scaled(co, ci, kd, kh, kw), v_hi = half_of(v);
+            ASSERT_EQ(tiles[ci][part][wgmma::b_offset(k, n)], part == 0 ? v_hi : half_of(v - v_hi))
+                << "wgmma B, part " << part << " (k, n) = (" << k << ", " << n << ")";
+          }
+      for (int kd = 0; kd < 4; ++kd)
+        for (int q = 0; q < 2; ++q)
+          for (int lane = 0; lane < 32; ++lane)
+            for (int i = 0; i < 4; ++i) {
+              const int g = lane / 4, t = lane % 4;
+              const int row = g + 8 * (i % 2), k = t + 4 * (i / 2);
+              const int kw = k % 4, kh = 2 * q + k / 4;
+              ASSERT_EQ(tf32[ci][kd][q][0][lane][i], hi[row][ci][kd][kh][kw])
+                  << "mma.sync TF32 A, kd " << kd << " q " << q << " lane " << lane << " register " << i;
+              ASSERT_EQ(tf32[ci][kd][q][1][lane][i], lo[row][ci][kd][kh][kw]) << "TF32 lo part";
+            }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace fused3d::test
