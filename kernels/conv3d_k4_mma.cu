@@ -322,27 +322,27 @@ __device__ __forceinline__ float convert_channel(const Params& p, const float* s
 }
 
 
-// Where the warp tiles' moments of an item meet: slot item % kMomentSlots of the group. Phase k of
-// barrier `written` + slot completes when every MMA thread of the group has written item
-// k * kMomentSlots + slot (arrivals: kMmaThreads); one warp then merges it (merge_item). No warp
+// Where the warp tiles' moments of an item meet: slot item % kMomentSlots of the group. Use `item`
+// of the ring `written` completes when every MMA thread of the group has written the item
+// (arrivals: kMmaThreads); one warp then merges it (merge_item). No warp
 // waits for another at an item's end: a block barrier there took 6% of the MMA warps' stall samples
 // (H100), and the merging warp's wait comes an item late, when the others are long done.
 struct MomentSlots {
   Moments<float> (*warp_moments)[Traits::kWarps][kCout];  // [kMomentSlots]
-  unsigned written;                               // shared address of uint64_t[kMomentSlots]
+  ptx::BarrierRing<Traits::kMomentSlots> written;  // item i's slot: i % kMomentSlots
 };
 
-// The item in `slot` (its `use`-th item there), its warp tiles' moments merged into one Moments per
-// channel and written to the item's partials. partial: the item's index in (B, tiles). The merge is
+// Item `item` of the group's stream, its warp tiles' moments merged into one Moments per channel and
+// written to the item's partials. partial: the item's index in (B, tiles). The merge is
 // moments.h's merge_all (count-weighted mean, then M2 from each tile's deviation), not a chain of
 // Chan merges: one division instead of five dependent ones. One warp does it while the group's
 // other warps start the next item, and a group drains its stages at the pace of its slowest warp:
 // the shorter merge took tf32 from 0.303 to 0.292 ms; taking turns at it, with the two-pass
 // statistics of warp_tile_moments, 2-3% more (H100).
-__device__ __forceinline__ void merge_item(const Params& p, const MomentSlots& slots, int slot, int use,
-                                           long long partial) {
+__device__ __forceinline__ void merge_item(const Params& p, const MomentSlots& slots, int item, long long partial) {
   const int lane = threadIdx.x % 32;
-  ptx::mbarrier_wait(ptx::barrier_at(slots.written, slot), use & 1);
+  const int slot = item % Traits::kMomentSlots;
+  slots.written.wait(item);
   if (lane < kCout) {
     Moments<float> tiles[Traits::kWarps];  // a warp without a tile wrote zeros: it adds nothing
 #pragma unroll
@@ -355,9 +355,10 @@ __device__ __forceinline__ void merge_item(const Params& p, const MomentSlots& s
 // max|x| over every value the producers converted for the item, the same for all MMA warps of the
 // group), the TF32 recomputation where it failed (rare), the warp tile's moments into the item's
 // slot.
-template <Operands kFast, Operands kFallback>
+template <Operands kFallback>
 __device__ __forceinline__ void finish_item(const Params& p, const Item& it, float x_max, const float2& half_unscale,
-                                            int slot, int warp, const MomentSlots& slots, float (&acc)[kRows][2][4]) {
+                                            int item, int warp, const MomentSlots& slots, float (&acc)[kRows][2][4]) {
+  const int slot = item % Traits::kMomentSlots;
   const int lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   Moments<float> moments[2] = {};
@@ -376,7 +377,7 @@ __device__ __forceinline__ void finish_item(const Params& p, const Item& it, flo
     slots.warp_moments[slot][warp][g] = moments[0];
     slots.warp_moments[slot][warp][g + 8] = moments[1];
   }
-  ptx::mbarrier_arrive(ptx::barrier_at(slots.written, slot));
+  slots.written.arrive(item);
 }
 
 // One group's shared state: its fp32 stages, its converted stages, and the barriers between them.
@@ -388,9 +389,9 @@ __device__ __forceinline__ void finish_item(const Params& p, const Item& it, flo
 struct GroupPipeline {
   float* stages;
   uint2* packed;
-  unsigned landed;     // shared addresses of uint64_t[kStages]
-  unsigned converted;  // uint64_t[kPacked]
-  unsigned drained;    // uint64_t[kPacked]
+  ptx::BarrierRing<Traits::kStages> landed;     // step s: s % kStages
+  ptx::BarrierRing<Traits::kPacked> converted;  // step s: s % kPacked
+  ptx::BarrierRing<Traits::kPacked> drained;    // step s: s % kPacked
   unsigned (*x_max)[Traits::kProducerWarps];
 };
 
@@ -415,7 +416,7 @@ __device__ __forceinline__ void stage_and_advance(const Params& p, const GroupPi
                                                   const ItemCoords& stride, int step, bool bulk, int thread) {
   if (c.valid)
     stage_channel(p, pipe.stages + (step % Traits::kStages) * p.stage_floats, c.it, c.ci, bulk, thread,
-                  ptx::barrier_at(pipe.landed, step % Traits::kStages));
+                  pipe.landed.slot(step));
   ptx::cp_async_commit();
   if (++c.ci < p.cin) return;
   c.ci = 0;
@@ -444,20 +445,18 @@ __device__ __forceinline__ void produce_items(const Params& p, int group, int th
       stage_and_advance(p, pipe, staging, stride, step + Traits::kStages - 1, bulk, thread);
       ptx::cp_async_wait<Traits::kStages - 1>();
       if (bulk)
-        ptx::mbarrier_wait(ptx::barrier_at(pipe.landed, step % Traits::kStages), (step / Traits::kStages) & 1);
+        pipe.landed.wait(step);
       else
         ptx::named_barrier(Traits::kProducerBarrier + group, Traits::kProducerThreads);  // every producer's cp.async landed
       const int b = step % Traits::kPacked;
-      // Use k = step / kPacked of converted stage b needs the MMA warps' drain k - 1 (phase k - 1 of
-      // drained[b]); a fresh barrier counts phase -1 (parity 1) as complete.
-      ptx::mbarrier_wait(ptx::barrier_at(pipe.drained, b), ((step / Traits::kPacked) & 1) ^ 1);
+      pipe.drained.wait_previous(step);  // the MMA warps are done with the stage's previous step
       const float* current = pipe.stages + (step % Traits::kStages) * p.stage_floats;
       float x_max = 0.f;
       if (pack_row0 < p.pack_row_step)
         x_max = convert_channel(p, current, pipe.packed + b * p.packed_entries, it.slab_rows, pack_quad, pack_row0);
       const unsigned warp_max = __reduce_max_sync(0xffffffffu, __float_as_uint(x_max));
       if (thread % 32 == 0) pipe.x_max[b][thread / 32] = warp_max;
-      ptx::mbarrier_arrive(ptx::barrier_at(pipe.converted, b));
+      pipe.converted.arrive(step);
       ptx::named_barrier(Traits::kProducerBarrier + group, Traits::kProducerThreads);  // the fp32 stage may be refilled
     }
     coords = next_item(p, coords, stride);
@@ -489,14 +488,13 @@ __device__ __forceinline__ void consume_items(const Params& p, int group, int wa
   // its drains, and every item has at least one step, so no warp finishes an item beyond
   // i + 1 + kPacked < i + kMomentSlots.
   long long pending_partial = -1;  // the item this warp merges next, as index into (B, tiles)
-  int pending_slot = 0, pending_use = 0;
+  int pending_item = 0;
   for (int item = 0;; ++item) {
-    const int slot = item % Traits::kMomentSlots;
     unsigned x_max = 0;
     for (int ci = 0; ci < p.cin; ++ci, ++step) {
       const int b = step % Traits::kPacked;
       const ChannelWeights<kFast> weights = load_channel_weights<kFast>(p, ci);
-      ptx::mbarrier_wait(ptx::barrier_at(pipe.converted, b), (step / Traits::kPacked) & 1);
+      pipe.converted.wait(step);
 #pragma unroll
       for (int w = 0; w < Traits::kProducerWarps; ++w) x_max = max(x_max, pipe.x_max[b][w]);
       const uint2* packed = pipe.packed + b * p.packed_entries;
@@ -506,21 +504,20 @@ __device__ __forceinline__ void consume_items(const Params& p, int group, int wa
         else
           accumulate_channel_half<kFast, false>(p, packed, weights, it.tile, bias, acc);
       }
-      ptx::mbarrier_arrive(ptx::barrier_at(pipe.drained, b));
+      pipe.drained.arrive(step);
     }
-    finish_item<kFast, kFallback>(p, it, __uint_as_float(x_max), half_unscale, slot, warp, slots, acc);
-    if (pending_partial >= 0) merge_item(p, slots, pending_slot, pending_use, pending_partial);
+    finish_item<kFallback>(p, it, __uint_as_float(x_max), half_unscale, item, warp, slots, acc);
+    if (pending_partial >= 0) merge_item(p, slots, pending_item, pending_partial);
     pending_partial = -1;
     if (item % Traits::kWarps == warp) {
       pending_partial = static_cast<long long>(it.n) * p.tiles + it.tile_index;
-      pending_slot = slot;
-      pending_use = item / Traits::kMomentSlots;
+      pending_item = item;
     }
     coords = next_item(p, coords, stride);
     if (coords.n >= p.batch) break;
     it = describe_item(p, coords, place);
   }
-  if (pending_partial >= 0) merge_item(p, slots, pending_slot, pending_use, pending_partial);
+  if (pending_partial >= 0) merge_item(p, slots, pending_item, pending_partial);
 }
 
 // B = 1: the GroupNorm-mean epilogue at the end of this kernel, by the MMA warps of the block that
@@ -540,15 +537,9 @@ __device__ __forceinline__ void epilogue_in_last_block(const Params& p) {
   // A warp per (sample, group), its lanes over the group's channels and the tiles (moments.h): a
   // group of the 16 channels has 1, 2, 4, 8 or 16.
   const long long groups = p.epilogue.batch * p.epilogue.groups;
-  for (long long i = threadIdx.x / 32; i < groups; i += Traits::kMmaWarpsPerBlock) {
-    switch (kCout / p.epilogue.groups) {
-      case 1: groupnorm_mean_epilogue_warp<1>(p.epilogue, i); break;
-      case 2: groupnorm_mean_epilogue_warp<2>(p.epilogue, i); break;
-      case 4: groupnorm_mean_epilogue_warp<4>(p.epilogue, i); break;
-      case 8: groupnorm_mean_epilogue_warp<8>(p.epilogue, i); break;
-      default: groupnorm_mean_epilogue_warp<16>(p.epilogue, i); break;
-    }
-  }
+  for (long long i = threadIdx.x / 32; i < groups; i += Traits::kMmaWarpsPerBlock)
+    with_epilogue_form<kCout, false>(kCout / p.epilogue.groups,
+                                     [&](auto form) { groupnorm_mean_epilogue_group<decltype(form)::value>(p.epilogue, i); });
   if (threadIdx.x == 0) *p.done_blocks = 0;  // for the next launch on this stream
 }
 
@@ -585,16 +576,16 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) conv_k4_mma_moments_kerne
   float* base = reinterpret_cast<float*>(smem_vec) + group * (Traits::kStages * p.stage_floats + 2 * Traits::kPacked * p.packed_entries);
   const GroupPipeline pipe{base,
                            reinterpret_cast<uint2*>(base + Traits::kStages * p.stage_floats),
-                           ptx::shared_address(landed[group]),
-                           ptx::shared_address(converted[group]),
-                           ptx::shared_address(drained[group]),
+                           {ptx::shared_address(landed[group])},
+                           {ptx::shared_address(converted[group])},
+                           {ptx::shared_address(drained[group])},
                            x_max[group]};
   if (producer) {
     ptx::release_registers<Traits::kProducerRegisters>();
     produce_items(p, group, threadIdx.x - Traits::kMmaWarpsPerBlock * 32 - group * Traits::kProducerThreads, pipe);
   } else {
     ptx::claim_registers<Traits::kMmaRegisters>();
-    consume_items<kFast, kFallback>(p, group, warp - group * Traits::kWarps, pipe, MomentSlots{warp_moments[group], ptx::shared_address(written[group])});
+    consume_items<kFast, kFallback>(p, group, warp - group * Traits::kWarps, pipe, MomentSlots{warp_moments[group], {ptx::shared_address(written[group])}});
     if (p.done_blocks != nullptr) epilogue_in_last_block(p);
   }
 }

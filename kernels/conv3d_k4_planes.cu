@@ -84,8 +84,8 @@ struct Traits {
   // itself.
   static constexpr int64_t kMinBatch = 64;
   // Registers (setmaxnreg from 128 each): the consumers' unrolled loop has 519 spill instructions at
-  // 128, 5 at 144; the producers keep a pair plane's 24 loads in flight (with two at a time, ~3,000
-  // cycles per pair plane and tf32 0.283 ms; all 24: 0.243; H200).
+  // 128, 5 at 144; a producer thread keeps all 12 of its 16-byte loads of a pair plane in flight
+  // (with two at a time, ~3,000 cycles per pair plane and tf32 0.283 ms; all of them: 0.243; H200).
   static constexpr int kConsumerRegisters = 144;
   static constexpr int kProducerRegisters = 80;
   // Named barrier (0 is __syncthreads): the producer warpgroup's.
@@ -137,15 +137,11 @@ __device__ int compiled_with_wgmma = wgmma::kAvailable ? 1 : 0;
 struct PlanesShared {
   float* inputs;     // [kInputRing][kCin][kPlaneEntries]
   uint32_t* pairs;   // [kPairRing][kCin][kPlaneEntries]: half2 {plane p, plane p + 1}
-  unsigned landed;   // uint64_t[kInputRing]
-  unsigned full;     // uint64_t[kPairRing]
-  unsigned done;     // uint64_t[kDoneRing]
+  ptx::BarrierRing<Traits::kInputRing> landed;  // input plane s: s % kInputRing
+  ptx::BarrierRing<Traits::kPairRing> full;     // pair plane q: q % kPairRing
+  ptx::BarrierRing<Traits::kDoneRing> done;     // item k: k % kDoneRing
   unsigned (*pair_max)[Traits::kProducerWarps];
 };
-
-__device__ __forceinline__ void wait_phase(unsigned barriers, int ring, int use) {
-  ptx::mbarrier_wait(ptx::barrier_at(barriers, use % ring), (use / ring) & 1);
-}
 
 // Producer thread 0: input plane `plane` of `sample`, every channel, into inputs[input % kInputRing]
 // (`input`: its number along the block's stream).
@@ -153,7 +149,7 @@ __device__ __forceinline__ void copy_input_plane(const Params& p, const PlanesSh
                                                  int input) {
   const float* src = p.x + static_cast<long long>(sample) * p.sample_stride + plane * Traits::kPlaneEntries;
   const int slot = input % Traits::kInputRing;
-  const unsigned bar = ptx::barrier_at(s.landed, slot);
+  const unsigned bar = s.landed.slot(input);
   constexpr unsigned kBytes = Traits::kPlaneEntries * sizeof(float);
   ptx::mbarrier_expect_bytes(bar, Traits::kCin * kBytes);
 #pragma unroll
@@ -197,10 +193,10 @@ __device__ __forceinline__ void produce_planes(const Params& p, int thread, cons
         // The slot's previous pair plane: wait for the items that read it.
 #pragma unroll
         for (int u = 0; u < 2; ++u)
-          if (users[slot][u] >= 0) wait_phase(s.done, Traits::kDoneRing, users[slot][u]);
+          if (users[slot][u] >= 0) s.done.wait(users[slot][u]);
       }
-      wait_phase(s.landed, Traits::kInputRing, first_input);
-      wait_phase(s.landed, Traits::kInputRing, first_input + 1);
+      s.landed.wait(first_input);
+      s.landed.wait(first_input + 1);
       const float* low = s.inputs + (first_input % Traits::kInputRing) * Traits::kCin * Traits::kPlaneEntries;
       const float* high = s.inputs + ((first_input + 1) % Traits::kInputRing) * Traits::kCin * Traits::kPlaneEntries;
       uint32_t* pair = s.pairs + slot * Traits::kCin * Traits::kPlaneEntries;
@@ -225,7 +221,7 @@ __device__ __forceinline__ void produce_planes(const Params& p, int thread, cons
       }
       const unsigned warp_max = __reduce_max_sync(0xffffffffu, __float_as_uint(m));
       if (thread % 32 == 0) s.pair_max[slot][thread / 32] = warp_max;
-      ptx::mbarrier_arrive(ptx::barrier_at(s.full, slot));
+      s.full.arrive(q);
       // Every producer thread is past its waits on users[slot] and its reads of input plane
       // first_input, which is read for the last time here (and first_input + 1 too at the segment's
       // last pair plane).
@@ -378,7 +374,7 @@ __device__ __forceinline__ void consume_planes(const Params& p, int wg, const Pl
       int n, od, q;
       locate(min(2 * k + h, r.count - 1), n, od, q);
       for (int pp = 0; pp < 2; ++pp) {
-        wait_phase(s.full, Traits::kPairRing, q + 2 * pp);
+        s.full.wait(q + 2 * pp);
 #pragma unroll
         for (int pw = 0; pw < Traits::kProducerWarps; ++pw) x_max_bits = max(x_max_bits, s.pair_max[(q + 2 * pp) % Traits::kPairRing][pw]);
       }
@@ -394,14 +390,14 @@ __device__ __forceinline__ void consume_planes(const Params& p, int wg, const Pl
                    s.pairs + ((q + 2) % Traits::kPairRing) * Traits::kCin * Traits::kPlaneEntries, col0, dup_cols, tiles,
                    p.cin - Traits::kCin, bias, unscale, moments);
       __syncwarp();
-      if (lane == 0) ptx::mbarrier_arrive(ptx::barrier_at(s.done, k % Traits::kDoneRing));
+      if (lane == 0) s.done.arrive(k);
       if (writes && g == 0) {
 #pragma unroll
         for (int c = 0; c < 4; ++c) partial[lane_channels[c]] = moments[c];
       }
     } else {
       __syncwarp();  // every lane's reads of pair_max come before the release
-      if (lane == 0) ptx::mbarrier_arrive(ptx::barrier_at(s.done, k % Traits::kDoneRing));
+      if (lane == 0) s.done.arrive(k);
       Moments<float> moments[2] = {};
       plane_fallback<kFallback>(p, n, od, col0, dup_cols, moments);
       if (writes && t == 0) {
@@ -431,7 +427,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) conv_k4_planes_moments_ke
   for (int i = threadIdx.x; i < kTileVectors; i += Traits::kThreads) tiles[i] = __ldg(p.wgmma_tiles + i);
   ptx::fence_proxy_async();  // the tiles, visible to wgmma
   __syncthreads();
-  const PlanesShared s{inputs, pairs, ptx::shared_address(landed), ptx::shared_address(full), ptx::shared_address(done), pair_max};
+  const PlanesShared s{inputs, pairs, {ptx::shared_address(landed)}, {ptx::shared_address(full)},
+                       {ptx::shared_address(done)}, pair_max};
   const int warp = threadIdx.x / 32;
   if (warp >= Traits::kConsumerWarps) {
     ptx::release_registers<Traits::kProducerRegisters>();

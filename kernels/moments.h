@@ -163,16 +163,17 @@ FUSED3D_HOST_DEVICE void groupnorm_mean_epilogue(const EpilogueParams& p, long l
 
 // Which form computes a group of `per_group` channels: f(std::integral_constant<int, k>{}) with
 // k = per_group for the warp form (1, 2, 4, ... up to kMax), k = 0 for the lanes form (any other
-// group). The one choice of form, for the epilogue kernel's instance (host) and the B = 1 kernel's
-// own epilogue (device).
-template <int kMax, int kTry = 1, typename F>
+// group; with kAnyGroup false, for a caller whose groups are powers of two up to kMax, none). The
+// one choice of form, for the epilogue kernel's instance (host) and the B = 1 kernel's own
+// epilogue (device).
+template <int kMax, bool kAnyGroup = true, int kTry = 1, typename F>
 FUSED3D_HOST_DEVICE void with_epilogue_form(int per_group, F&& f) {
   if constexpr (kTry > kMax) {
-    f(std::integral_constant<int, 0>{});
+    if constexpr (kAnyGroup) f(std::integral_constant<int, 0>{});
   } else if (per_group == kTry) {
     f(std::integral_constant<int, kTry>{});
   } else {
-    with_epilogue_form<kMax, 2 * kTry>(per_group, f);
+    with_epilogue_form<kMax, kAnyGroup, 2 * kTry>(per_group, f);
   }
 }
 
