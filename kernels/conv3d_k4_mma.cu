@@ -129,9 +129,10 @@ struct Params {
   bool copy16;         // 16-byte cp.async (W % 4 == 0, aligned x)
   const uint4* half_w;        // (Cin, 4 kh, parts, 32 lanes) A fragments, fp16, scaled weights
   const float4* tf32_w;       // (Cin, 4 kd, 2 kh pairs, parts, 32 lanes) A fragments, TF32
-  const float* half_bias;     // bias * channel scale (16)
-  const float* half_unscale;  // 1 / channel scale (16)
-  const float* bias;          // (16)
+  const float* x_pivots;          // (B, Cin): taken off x before it is rounded (k4_sample_terms.h)
+  const float* sample_half_bias;  // (B, 16): bias + the pivots' contribution, times the channel scale
+  const float* half_unscale;      // 1 / channel scale (16)
+  const float* sample_bias;       // (B, 16): bias + the pivots' contribution, for the TF32 route
   Moments<float>* partials;   // (B, tiles, 16)
   // B = 1 (runs_epilogue): the block that finishes last runs the epilogue; the counter of finished
   // blocks is the stream's own (done_counter). Otherwise done_blocks is null.
@@ -281,10 +282,11 @@ __device__ __forceinline__ void stage_channel(const Params& p, float* stage, con
 
 // Convert the staged channel into B fragments: entry (row, col) = {half2(planes 0, 1),
 // half2(planes 2, 3)}. Thread (quad, row0) converts columns 4*quad .. +3 of rows row0,
-// row0 + pack_row_step, ...; a warp writes consecutive 32-byte runs (no bank conflicts). Returns
-// max|x| over the values it read (the fp16 range check).
+// row0 + pack_row_step, ...; a warp writes consecutive 32-byte runs (no bank conflicts). What it
+// converts is x - x_pivot (k4_sample_terms.h). Returns max |x - x_pivot| over the values it read
+// (the fp16 range check).
 __device__ __forceinline__ float convert_channel(const Params& p, const float* stage, uint2* packed, int slab_rows,
-                                                 int quad, int row0) {
+                                                 int quad, int row0, float x_pivot) {
   const int plane = slab_rows * p.w;
   const int col0 = 4 * quad;
   float m = 0.f;
@@ -296,17 +298,17 @@ __device__ __forceinline__ float convert_channel(const Params& p, const float* s
 #pragma unroll
       for (int kd = 0; kd < kKernel; ++kd) {
         const float4 q = *reinterpret_cast<const float4*>(src + kd * plane);
-        v[kd][0] = q.x;
-        v[kd][1] = q.y;
-        v[kd][2] = q.z;
-        v[kd][3] = q.w;
+        v[kd][0] = q.x - x_pivot;
+        v[kd][1] = q.y - x_pivot;
+        v[kd][2] = q.z - x_pivot;
+        v[kd][3] = q.w - x_pivot;
       }
     } else {
       // W % 4 != 0 or x misaligned: the last group of a row may pass W; those entries are never read.
 #pragma unroll
       for (int kd = 0; kd < kKernel; ++kd)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) v[kd][c] = col0 + c < p.w ? src[kd * plane + c] : 0.f;
+        for (int c = 0; c < 4; ++c) v[kd][c] = col0 + c < p.w ? src[kd * plane + c] - x_pivot : 0.f;
     }
 #pragma unroll
     for (int kd = 0; kd < kKernel; ++kd)
@@ -366,8 +368,9 @@ __device__ __forceinline__ void finish_item(const Params& p, const Item& it, flo
     // Some |x| beyond fp16's range, or all of them too small for its precision: recompute the
     // warp tile with TF32 operands read from x itself.
     if (it.active) {
-      init_accumulators<kFallback>(p, acc);
-      for (int ci = 0; ci < p.cin; ++ci) accumulate_channel_tf32<kFallback>(p, channel_slab(p, it, ci), ci, it.tile, acc);
+      init_accumulators(p.sample_bias + it.n * kCout, acc);
+      for (int ci = 0; ci < p.cin; ++ci)
+        accumulate_channel_tf32<kFallback>(p, channel_slab(p, it, ci), ci, p.x_pivots[it.n * p.cin + ci], it.tile, acc);
       warp_tile_moments(it.tile, half_unscale, false, acc, moments);
     }
   } else if (it.active) {
@@ -453,7 +456,8 @@ __device__ __forceinline__ void produce_items(const Params& p, int group, int th
       const float* current = pipe.stages + (step % Traits::kStages) * p.stage_floats;
       float x_max = 0.f;
       if (pack_row0 < p.pack_row_step)
-        x_max = convert_channel(p, current, pipe.packed + b * p.packed_entries, it.slab_rows, pack_quad, pack_row0);
+        x_max = convert_channel(p, current, pipe.packed + b * p.packed_entries, it.slab_rows, pack_quad, pack_row0,
+                                p.x_pivots[it.n * p.cin + ci]);
       const unsigned warp_max = __reduce_max_sync(0xffffffffu, __float_as_uint(x_max));
       if (thread % 32 == 0) pipe.x_max[b][thread / 32] = warp_max;
       pipe.converted.arrive(step);
@@ -474,9 +478,7 @@ __device__ __forceinline__ void consume_items(const Params& p, int group, int wa
   const WarpPlace place{warp / p.col_tiles, warp % p.col_tiles};
   const ItemCoords stride = item_coords(p, item_stride());
   ItemCoords coords = item_coords(p, first_item(group));
-  // The channel's bias (scaled as the fp16 accumulators are), for the item's first MMAs.
   const int g = (threadIdx.x % 32) / 4;
-  const float2 bias{p.half_bias[g], p.half_bias[g + 8]};
   const float2 half_unscale{p.half_unscale[g], p.half_unscale[g + 8]};
   Item it = describe_item(p, coords, place);
   int step = 0;
@@ -490,6 +492,10 @@ __device__ __forceinline__ void consume_items(const Params& p, int group, int wa
   long long pending_partial = -1;  // the item this warp merges next, as index into (B, tiles)
   int pending_item = 0;
   for (int item = 0;; ++item) {
+    // The sample's bias of channels g and g + 8 (scaled as the fp16 accumulators are), for the
+    // item's first MMAs; loaded before the first stage's wait, which hides its latency.
+    const float* sample_bias = p.sample_half_bias + it.n * kCout;
+    const float2 bias{sample_bias[g], sample_bias[g + 8]};
     unsigned x_max = 0;
     for (int ci = 0; ci < p.cin; ++ci, ++step) {
       const int b = step % Traits::kPacked;
@@ -664,8 +670,8 @@ int tiles(const at::Tensor& x) { return static_cast<int>(x.size(2) - kKernel + 1
 
 bool runs_epilogue(int64_t batch) { return batch <= Traits::kRunsEpilogueMaxBatch; }
 
-void launch(const at::Tensor& x, const TensorcoreWeights& packed, const Plan& plan, at::Tensor& partials,
-            const EpilogueParams* epilogue, cudaStream_t stream) {
+void launch(const at::Tensor& x, const TensorcoreWeights& packed, const SampleTerms& terms, const Plan& plan,
+            at::Tensor& partials, const EpilogueParams* epilogue, cudaStream_t stream) {
   const Geometry g = geometry(x);
   Params p{};
   p.x = x.data_ptr<float>();
@@ -694,9 +700,10 @@ void launch(const at::Tensor& x, const TensorcoreWeights& packed, const Plan& pl
   p.copy16 = p.w % 4 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
   p.half_w = reinterpret_cast<const uint4*>(packed.half_fragments.data_ptr<at::Half>());
   p.tf32_w = reinterpret_cast<const float4*>(packed.tf32_fragments.data_ptr<float>());
-  p.half_bias = packed.half_bias.data_ptr<float>();
+  p.x_pivots = terms.pivots;
+  p.sample_half_bias = terms.half_bias;
   p.half_unscale = packed.half_unscale.data_ptr<float>();
-  p.bias = packed.bias.data_ptr<float>();
+  p.sample_bias = terms.bias;
   p.partials = reinterpret_cast<Moments<float>*>(partials.data_ptr<float>());
   if (epilogue != nullptr) {
     p.epilogue = *epilogue;

@@ -5,6 +5,7 @@
 
 #include "fused_layer.h"
 #include "moments.h"
+#include "k4_sample_terms.h"
 #include "plan.h"
 #include "tensorcore_weights.h"
 
@@ -21,9 +22,9 @@ size_t shared_bytes(const at::Tensor& x);
 // Whether the kernel also runs the GroupNorm-mean epilogue (its last block) at this batch.
 bool runs_epilogue(int64_t batch);
 // partials: (B, tiles, 16) Moments<float> viewed as (B, tiles, 16, 3) floats. epilogue: the
-// epilogue's parameters when plan.epilogue_in_kernel, else nullptr.
-void launch(const at::Tensor& x, const k4::TensorcoreWeights& weights, const Plan& plan, at::Tensor& partials,
-            const EpilogueParams* epilogue, cudaStream_t stream);
+// epilogue's parameters when plan.epilogue_in_kernel, else nullptr. terms: of x, on the stream.
+void launch(const at::Tensor& x, const k4::TensorcoreWeights& weights, const k4::SampleTerms& terms, const Plan& plan,
+            at::Tensor& partials, const EpilogueParams* epilogue, cudaStream_t stream);
 
 // A work item is one (sample n, output depth od, band of row tiles), numbered n-major. The
 // persistent grid walks items `stride` apart; the stride is kept in the same mixed radix, so the next

@@ -117,9 +117,10 @@ struct Params {
   int tiles;    // partial-moment tiles per sample: ods * 2
   const float4* tf32_w;       // TF32 route: (Cin, 4 kd, 2 kh pairs, parts, 32 lanes) A fragments
   const uint4* wgmma_tiles;   // (Cin, parts) B tiles of kTileBytes, copied to shared memory
-  const float* half_bias;     // bias * channel scale (16)
-  const float* half_unscale;  // 1 / channel scale (16)
-  const float* bias;          // (16)
+  const float* x_pivots;          // (B, 3): taken off x before it is rounded (k4_sample_terms.h)
+  const float* sample_half_bias;  // (B, 16): bias + the pivots' contribution, times the channel scale
+  const float* half_unscale;      // 1 / channel scale (16)
+  const float* sample_bias;       // (B, 16): bias + the pivots' contribution, for the TF32 route
   Moments<float>* partials;   // (B, tiles, 16)
 };
 
@@ -185,6 +186,9 @@ __device__ __forceinline__ void produce_planes(const Params& p, int thread, cons
   int q = 0;
   for (int seg = 0; seg < segments; ++seg) {
     const Segment segment = segment_of(p, r, seg);
+    float x_pivot[Traits::kCin];  // the sample's, taken off x before rounding (k4_sample_terms.h)
+#pragma unroll
+    for (int ci = 0; ci < Traits::kCin; ++ci) x_pivot[ci] = p.x_pivots[segment.sample * Traits::kCin + ci];
     for (int plane = segment.b; plane <= segment.e + 1; ++plane, ++q) {
       const int at = segment.sample * p.ods + plane - r.start;  // output plane `plane` in the stream
       const int first_input = at + 3 * seg;
@@ -203,6 +207,7 @@ __device__ __forceinline__ void produce_planes(const Params& p, int thread, cons
       // All loads first: the conversion is latency-bound on shared loads that queue behind the
       // consumers' (~3,000 cycles per pair plane with two groups of loads in flight, H200).
       constexpr int kLoads = Traits::kCin * Traits::kPlaneEntries / (4 * Traits::kProducerThreads);
+      constexpr int kLoadsPerChannel = Traits::kPlaneEntries / (4 * Traits::kProducerThreads);
       float4 x0[kLoads], x1[kLoads];
 #pragma unroll
       for (int i = 0; i < kLoads; ++i) {
@@ -210,9 +215,17 @@ __device__ __forceinline__ void produce_planes(const Params& p, int thread, cons
         x0[i] = *reinterpret_cast<const float4*>(low + e);
         x1[i] = *reinterpret_cast<const float4*>(high + e);
       }
+      const auto shift = [](float4& v, float by) {
+        v.x -= by;
+        v.y -= by;
+        v.z -= by;
+        v.w -= by;
+      };
       float m = 0.f;
 #pragma unroll
       for (int i = 0; i < kLoads; ++i) {
+        shift(x0[i], x_pivot[i / kLoadsPerChannel]);  // load i is of channel i / kLoadsPerChannel
+        shift(x1[i], x_pivot[i / kLoadsPerChannel]);
         m = fmaxf(m, fmaxf(fmaxf(fabsf(x0[i].x), fabsf(x0[i].y)), fmaxf(fabsf(x0[i].z), fabsf(x0[i].w))));
         m = fmaxf(m, fmaxf(fmaxf(fabsf(x1[i].x), fabsf(x1[i].y)), fmaxf(fabsf(x1[i].z), fabsf(x1[i].w))));
         *reinterpret_cast<uint4*>(pair + 4 * (thread + i * Traits::kProducerThreads)) =
@@ -321,9 +334,9 @@ __device__ __forceinline__ void stream_plane(const uint32_t* pair_low, const uin
   }
 }
 
-// The TF32 fallback for one warp's strip (x beyond fp16's range, or a build without wgmma): the
-// mma.sync path's 10-row tiles straight from x, the last shifted back; moments of channels g and
-// g + 8 in lanes t = 0.
+// The TF32 route for one warp's strip (x - x_pivot beyond fp16's range): the mma.sync kernel's
+// 10-row tiles straight from x, the last shifted back; moments of channels g and g + 8 in lanes
+// t = 0.
 template <Operands kFallback>
 __device__ __forceinline__ void plane_fallback(const Params& p, int n, int od, int col0, int dup_cols,
                                                Moments<float> (&moments)[2]) {
@@ -333,9 +346,10 @@ __device__ __forceinline__ void plane_fallback(const Params& p, int n, int od, i
     const int row0 = tile_origin(t, Traits::kPlaneOutRows, kRows);
     const WarpTile tile{row0, col0, t * kRows - row0, dup_cols};
     float acc[kRows][2][4];
-    init_accumulators<kFallback>(p, acc);
+    init_accumulators(p.sample_bias + n * kCout, acc);
     for (int ci = 0; ci < Traits::kCin; ++ci)
-      accumulate_channel_tf32<kFallback>(p, channel_slab(p, sample, od, 0, ci), ci, tile, acc);
+      accumulate_channel_tf32<kFallback>(p, channel_slab(p, sample, od, 0, ci), ci, p.x_pivots[n * Traits::kCin + ci],
+                                         tile, acc);
     Moments<float> tile_moments[2];
     warp_tile_moments(tile, float2{1.f, 1.f}, false, acc, tile_moments);
     moments[0] = merge_moments(moments[0], tile_moments[0]);
@@ -354,12 +368,9 @@ __device__ __forceinline__ void consume_planes(const Params& p, int wg, const Pl
   const int strip = w % 2;
   const int col0 = strip == 1 ? p.ow - kCols : 0, dup_cols = strip == 1 ? 2 * kCols - p.ow : 0;
   const int lane_channels[4] = {2 * t, 2 * t + 1, 8 + 2 * t, 9 + 2 * t};
-  float bias[4], unscale[4];
+  float unscale[4];
 #pragma unroll
-  for (int c = 0; c < 4; ++c) {
-    bias[c] = p.half_bias[lane_channels[c]];
-    unscale[c] = p.half_unscale[lane_channels[c]];
-  }
+  for (int c = 0; c < 4; ++c) unscale[c] = p.half_unscale[lane_channels[c]];
   const PlaneRange r = block_planes(p, blockIdx.x, gridDim.x);
   // Output plane `at` of the block's stream: its sample and depth, and its pp = 0 pair plane.
   const auto locate = [r, ods = p.ods](int at, int& n, int& od, int& pair) {
@@ -368,21 +379,27 @@ __device__ __forceinline__ void consume_planes(const Params& p, int wg, const Pl
     pair = at + 2 * (n - r.first_sample);
   };
   for (int k = wg; 2 * k < r.count; k += Traits::kConsumerWarpgroups) {
-    // Both planes' pair planes, so that all four warps take the same route (wgmma is collective).
-    unsigned x_max_bits = 0;
-    for (int h = 0; h < 2; ++h) {
-      int n, od, q;
-      locate(min(2 * k + h, r.count - 1), n, od, q);
-      for (int pp = 0; pp < 2; ++pp) {
-        s.full.wait(q + 2 * pp);
-#pragma unroll
-        for (int pw = 0; pw < Traits::kProducerWarps; ++pw) x_max_bits = max(x_max_bits, s.pair_max[(q + 2 * pp) % Traits::kPairRing][pw]);
-      }
-    }
-    const float x_max = __uint_as_float(x_max_bits);
     const bool writes = 2 * k + w / 2 < r.count;
     int n, od, q;
     locate(writes ? 2 * k + w / 2 : 2 * k, n, od, q);
+    // The sample's bias of the lane's channels (scaled as the fp16 accumulators are), loaded before
+    // the waits below, which hide its latency.
+    float bias[4];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) bias[c] = p.sample_half_bias[n * kCout + lane_channels[c]];
+    // Both planes' pair planes, so that all four warps take the same route (wgmma is collective).
+    unsigned x_max_bits = 0;
+    for (int h = 0; h < 2; ++h) {
+      int hn, hod, hq;
+      locate(min(2 * k + h, r.count - 1), hn, hod, hq);
+      for (int pp = 0; pp < 2; ++pp) {
+        s.full.wait(hq + 2 * pp);
+#pragma unroll
+        for (int pw = 0; pw < Traits::kProducerWarps; ++pw)
+          x_max_bits = max(x_max_bits, s.pair_max[(hq + 2 * pp) % Traits::kPairRing][pw]);
+      }
+    }
+    const float x_max = __uint_as_float(x_max_bits);
     Moments<float>* partial = p.partials + (static_cast<long long>(n) * p.tiles + 2 * od + strip) * kCout;
     if (wgmma::kAvailable && x_max <= kHalfMax && x_max >= kHalfSmallest) {
       Moments<float> moments[4];
@@ -469,8 +486,8 @@ int tiles(const at::Tensor& x) { return static_cast<int>(x.size(2) - kKernel + 1
 
 size_t shared_bytes(Precision precision) { return shared_bytes_for(precision == Precision::kAccurate ? 2 : 1); }
 
-void launch(const at::Tensor& x, const TensorcoreWeights& packed, const Plan& plan, at::Tensor& partials,
-            cudaStream_t stream) {
+void launch(const at::Tensor& x, const TensorcoreWeights& packed, const SampleTerms& terms, const Plan& plan,
+            at::Tensor& partials, cudaStream_t stream) {
   Params p{};
   p.x = x.data_ptr<float>();
   p.sample_stride = x.stride(0);
@@ -484,9 +501,10 @@ void launch(const at::Tensor& x, const TensorcoreWeights& packed, const Plan& pl
   p.tiles = plan.tiles;
   p.batch = static_cast<int>(x.size(0));
   p.tf32_w = reinterpret_cast<const float4*>(packed.tf32_fragments.data_ptr<float>());
-  p.half_bias = packed.half_bias.data_ptr<float>();
+  p.x_pivots = terms.pivots;
+  p.sample_half_bias = terms.half_bias;
   p.half_unscale = packed.half_unscale.data_ptr<float>();
-  p.bias = packed.bias.data_ptr<float>();
+  p.sample_bias = terms.bias;
   p.partials = reinterpret_cast<Moments<float>*>(partials.data_ptr<float>());
   p.wgmma_tiles = reinterpret_cast<const uint4*>(packed.wgmma_tiles.data_ptr<at::Half>());
   TORCH_CHECK(x.size(0) * static_cast<long long>(plan.tiles) < std::numeric_limits<int>::max(), "fused3d: batch ",

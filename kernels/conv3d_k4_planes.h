@@ -6,6 +6,7 @@
 
 #include "fused_layer.h"
 #include "moments.h"
+#include "k4_sample_terms.h"
 #include "plan.h"
 #include "tensorcore_weights.h"
 
@@ -30,9 +31,9 @@ bool can_run(const at::Tensor& x);
 int tiles(const at::Tensor& x);
 // Dynamic shared memory of a block: the rings of input and pair planes and the weights' B tiles.
 size_t shared_bytes(Precision precision);
-// partials: (B, tiles, 16) Moments<float> viewed as (B, tiles, 16, 3) floats.
-void launch(const at::Tensor& x, const k4::TensorcoreWeights& weights, const Plan& plan, at::Tensor& partials,
-            cudaStream_t stream);
+// partials: (B, tiles, 16) Moments<float> viewed as (B, tiles, 16, 3) floats; terms: of x, on the stream.
+void launch(const at::Tensor& x, const k4::TensorcoreWeights& weights, const k4::SampleTerms& terms, const Plan& plan,
+            at::Tensor& partials, cudaStream_t stream);
 
 // A block's output planes: [start, start + count) of the batch's B x OD, numbered sample-major;
 // every block gets the same share to one plane. A block's streams run over segments, one per

@@ -1,12 +1,13 @@
 // The CUDA entry: checks (with shapes in the messages) -> plan (plan.h) -> packed weights (cached
-// per model) -> the moments kernel the plan names, then the GroupNorm-mean epilogue kernel (or, in
-// the plan's epilogue_in_kernel case, the moments kernel's own last block), all on the current
-// stream.
+// per model) -> for the tensor-core kernels the per-sample pivots and biases (k4_sample_terms.h) ->
+// the moments kernel the plan names, then the GroupNorm-mean epilogue kernel (or, in the plan's
+// epilogue_in_kernel case, the moments kernel's own last block), all on the current stream.
 #include "conv3d_general.h"
 #include "conv3d_k4_mma.h"
 #include "conv3d_k4_planes.h"
 #include "epilogue.h"
 #include "fused_layer.h"
+#include "k4_sample_terms.h"
 #include "moments.h"
 #include "plan.h"
 #include "tensorcore_weights.h"
@@ -104,12 +105,14 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Pr
   p.groups = static_cast<int>(layer.norm_groups);
   p.eps = layer.eps;
 
-  switch (plan.kernel) {
-    case KernelKind::kGeneral: general::launch(x, layer, packed.general, partials, stream); break;
-    case KernelKind::kK4Mma:
-      k4_mma::launch(x, packed.tc, plan, partials, plan.epilogue_in_kernel ? &p : nullptr, stream);
-      break;
-    case KernelKind::kK4Planes: k4_planes::launch(x, packed.tc, plan, partials, stream); break;
+  if (plan.kernel == KernelKind::kGeneral) {
+    general::launch(x, layer, packed.general, partials, stream);
+  } else {
+    const k4::SampleTerms terms = k4::sample_terms(x, packed.tc, stream);
+    if (plan.kernel == KernelKind::kK4Mma)
+      k4_mma::launch(x, packed.tc, terms, plan, partials, plan.epilogue_in_kernel ? &p : nullptr, stream);
+    else
+      k4_planes::launch(x, packed.tc, terms, plan, partials, stream);
   }
   if (!plan.epilogue_in_kernel) epilogue::launch(p, stream);
   if (!out32.is_same(out)) out.copy_(out32);

@@ -35,10 +35,9 @@ constexpr float kHalfSmallest = 1.f / 1024.f;  // below, fp16 keeps too few bits
 // An item whose max |x| is above kHalfMax or below kHalfSmallest (or NaN, which then propagates as
 // in PyTorch) takes the TF32 route.
 
-// The TF32 route and the statistics below take either kernel's parameters P, which name the
-// tensors alike: x (B, Cin, D, H, W) contiguous, sample_stride (Cin*D*H*W), d, h, w; tf32_w, the
-// TF32 route's (Cin, 4 kd, 2 kh pairs, parts, 32 lanes) A fragments; half_bias (bias * channel
-// scale) and bias (16 each).
+// The TF32 route below takes either kernel's parameters P, which name the tensors alike: x (B, Cin,
+// D, H, W) contiguous, sample_stride (Cin*D*H*W), d, h, w; tf32_w, the route's (Cin, 4 kd, 2 kh
+// pairs, parts, 32 lanes) A fragments. Both round x - x_pivot, not x (k4_sample_terms.h).
 
 // ---- operand conversion
 
@@ -62,11 +61,9 @@ __device__ __forceinline__ const float* channel_slab(const P& p, const float* sa
 }
 
 // acc[j][half] = {channel g at columns 2t, 2t+1; channel g+8 at the same} of output row j,
-// columns 8*half + ...: the bias of channels g and g+8 (scaled as the fp16 accumulators are).
-template <Operands kOps, typename P>
-__device__ __forceinline__ void init_accumulators(const P& p, float (&acc)[kRows][2][4]) {
+// columns 8*half + ...: `bias` (16 channels) of channels g and g+8.
+__device__ __forceinline__ void init_accumulators(const float* bias, float (&acc)[kRows][2][4]) {
   const int g = (threadIdx.x % 32) / 4;
-  const float* bias = is_half(kOps) ? p.half_bias : p.bias;
   const float b0 = bias[g], b1 = bias[g + 8];
 #pragma unroll
   for (int j = 0; j < kRows; ++j)
@@ -79,12 +76,12 @@ __device__ __forceinline__ void init_accumulators(const P& p, float (&acc)[kRows
     }
 }
 
-// acc += channel ci's contribution on the TF32 route, straight from x in global memory (`slab`:
-// channel_slab of the tile's first plane and input row): m16n8k8 slices (kd; kh pair q) x kw with
-// k = kw + 4s for kh = 2q + s, so b0 = x[row j+2q][col g+t], b1 = x[row j+2q+1][same] (+8 for the
-// second n8).
+// acc += channel ci's contribution on the TF32 route, straight from x - x_pivot, x in global memory
+// (`slab`: channel_slab of the tile's first plane and input row): m16n8k8 slices (kd; kh pair q) x
+// kw with k = kw + 4s for kh = 2q + s, so b0 = x[row j+2q][col g+t], b1 = x[row j+2q+1][same] (+8
+// for the second n8).
 template <Operands kOps, typename P>
-__device__ __forceinline__ void accumulate_channel_tf32(const P& p, const float* slab, int ci,
+__device__ __forceinline__ void accumulate_channel_tf32(const P& p, const float* slab, int ci, float x_pivot,
                                                         const WarpTile& tile, float (&acc)[kRows][2][4]) {
   constexpr int kParts = weight_parts(kOps);
   const int lane = threadIdx.x % 32;
@@ -97,8 +94,8 @@ __device__ __forceinline__ void accumulate_channel_tf32(const P& p, const float*
     uint32_t x[kInputRows][2];  // [row][n8 half]
 #pragma unroll
     for (int r = 0; r < kInputRows; ++r) {
-      x[r][0] = to_tf32(__ldg(rows + r * p.w));
-      x[r][1] = to_tf32(__ldg(rows + r * p.w + 8));
+      x[r][0] = to_tf32(__ldg(rows + r * p.w) - x_pivot);
+      x[r][1] = to_tf32(__ldg(rows + r * p.w + 8) - x_pivot);
     }
     const float4* w = p.tf32_w + (ci * kKernel + kd) * 2 * kParts * 32 + lane;
     float4 a[2][kParts];  // [q][part]

@@ -45,7 +45,6 @@ TensorcoreWeights pack_tensorcore_weights(const FusedLayer& l, Precision precisi
                                .permute({2, 5, 0, 3, 1, 6, 4})
                                .reshape({cin, kPlanesTileHalves});
   packed.wgmma_tiles = split(tiles, [](const at::Tensor& v) { return v.to(at::kHalf); }).transpose(0, 1).contiguous();
-  packed.half_bias = (bias * scale).contiguous();
   packed.half_unscale = scale.reciprocal().contiguous();
 
   // TF32 fallback, m16n8k8 with k = kw + 4s for kh = 2q + s: register rho of lane 4g + t holds
@@ -57,6 +56,7 @@ TensorcoreWeights pack_tensorcore_weights(const FusedLayer& l, Precision precisi
   const at::Tensor tf32_parts = split(grouped, round_to_tf32);
   packed.tf32_fragments = tf32_parts.permute({1, 2, 3, 0, 4, 5}).contiguous();  // (ci, kd, q, part, lane, 4)
   packed.bias = bias;
+  packed.weight_sums = w.to(at::kDouble).sum({2, 3, 4}).to(at::kFloat).contiguous();
   return packed;
 }
 

@@ -12,9 +12,9 @@ struct TensorcoreWeights {
   at::Tensor half_fragments;  // (Cin, 4 kh, parts, 32 lanes, 8) float16: the mma.sync kernel's m16n8k16 A fragments
   at::Tensor wgmma_tiles;     // (Cin, parts, 1024) float16: the planes kernel's wgmma B tiles (K 16 x N 64)
   at::Tensor tf32_fragments;  // (Cin, 4 kd, 2 kh pairs, parts, 32 lanes, 4) float32, TF32-rounded: m16n8k8 A
-  at::Tensor half_bias;       // (16) bias * channel scale
   at::Tensor half_unscale;    // (16) 1 / channel scale
   at::Tensor bias;            // (16), zeros when the conv has no bias
+  at::Tensor weight_sums;     // (16, Cin) float32: sum over the 64 taps, in double, of each (output, input) channel's weights
   int parts = 1;
 };
 

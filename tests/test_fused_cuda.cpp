@@ -136,6 +136,40 @@ TEST_F(FusedCuda, InputsOutsideHalfRangeKeepTheirAccuracy) {
   expect_matches_references(layer, x, cuda_, kTF32Bound, Precision::kTF32);
 }
 
+// Inputs on an offset: x = L * (1 + s * U[0,1)) and L * (1 + s * N(0,1)) for levels L from 1e-3
+// to 1e4 and spreads s down to 1e-6 of the level, the standard layer in both modes on both
+// tensor-core kernels (B = 64 the planes kernel, B = 2 the mma.sync kernel), against float64.
+// Rounding x itself is systematic there (the accurate mode gave 1.65e-5 at L = 0.5, s = 2e-4); the
+// kernels round x - x[n, c, 0, 0, 0] and add the pivots' contribution back (k4_sample_terms.h).
+TEST_F(FusedCuda, OffsetAndScaledInputsKeepTheModesBounds) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(24);
+  for (const int64_t batch : {int64_t{64}, int64_t{2}}) {
+    const LayerSpec spec{batch, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
+    const FusedLayer layer_cpu = random_layer(spec, gen);
+    const FusedLayer layer = layer_to(layer_cpu, cuda_, at::kFloat);
+    const FusedLayer layer64 = layer_to(layer_cpu, cuda_, at::kDouble);
+    const KernelKind kernel = batch == 64 ? KernelKind::kK4Planes : KernelKind::kK4Mma;
+    for (const double level : {1e-3, 1e-1, 1.0, 1e2, 1e4})
+      for (const double spread : {1.0, 1e-2, 1e-4, 1e-6})
+        for (const bool normal : {false, true}) {
+          const at::Tensor noise = normal ? at::randn({batch, 3, 16, 32, 32}, gen) : at::rand({batch, 3, 16, 32, 32}, gen);
+          const at::Tensor x = (level * (1.0 + spread * noise)).to(at::kFloat).to(cuda_);
+          const at::Tensor f64 = native_forward(x.to(at::kDouble), layer64);
+          for (const auto& [precision, bound] :
+               {std::pair{Precision::kAccurate, kFloat32Bound}, std::pair{Precision::kTF32, kTF32Bound}}) {
+            SCOPED_TRACE("B " + std::to_string(batch) + " level " + std::to_string(level) + " spread " +
+                         std::to_string(spread) + (normal ? " normal" : " uniform") +
+                         (precision == Precision::kTF32 ? " tf32" : " accurate"));
+            ASSERT_EQ(fused_plan(x, layer, precision).kernel, kernel);
+            at::Tensor out = at::full({batch, 16}, NAN, x.options());
+            fused_forward_out(x, layer, precision, out);
+            ASSERT_TRUE(at::isfinite(out).all().item<bool>()) << "unwritten (NaN-poisoned) or non-finite output";
+            EXPECT_LE(relative_l2(out, f64), bound) << "fused vs float64";
+          }
+        }
+  }
+}
+
 TEST_F(FusedCuda, TF32ModeOnUniformAndNormalInputs) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(16);
   const LayerSpec spec{64, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
