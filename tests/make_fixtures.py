@@ -117,6 +117,12 @@ def main(out_dir):
     flat_weight = export_model.Model(3, 16, 4)
     flat_weight.conv.weight = nn.Parameter(torch.ones(16, 3, 4, 4))
     torch.jit.script(flat_weight).save(p("flat_conv_weight.pt"))
+    # A NaN weight of output channel 5: every sample's group of channels 4-7 becomes NaN, in PyTorch
+    # and in fused3d alike (a well-formed model; --check must compare NaN positions, not fail).
+    nan_weight = export_model.Model(3, 16, 4)
+    with torch.no_grad():
+        nan_weight.conv.weight[5, 1, 2, 2, 2] = float("nan")
+    torch.jit.script(nan_weight).save(p("nan_weight.pt"))
 
     # Inputs that do not fit the standard model, and files that are not tensors.
     torch.save(torch.rand(2, 3, 16, 32), p("rank4_x.pt"))

@@ -58,11 +58,25 @@ std::vector<std::string> devices() {
   return d;
 }
 
-TEST(Cli, HelpListsTheOptions) {
+TEST(Cli, HelpListsTheOptionsInPlainWords) {
   const CliRun r = run_cli("--help");
   EXPECT_EQ(r.code, 0);
-  for (const char* option : {"--model", "--input", "--output", "--device", "--check", "--bench", "--seed"})
-    EXPECT_NE(r.out.find(option), std::string::npos) << option;
+  for (const char* option : {"--model FILE", "--input FILE", "--output FILE", "--device DEVICE", "--check",
+                             "--bench N", "--seed S", "--batch B", "--precision accurate|tf32"})
+    EXPECT_NE(r.out.find(option), std::string::npos) << option << "\n" << r.out;
+  for (const char* internal : {"ENUM", "->0", "NONNEGATIVE", "INT", "TEXT", "1797693"})
+    EXPECT_EQ(r.out.find(internal), std::string::npos) << internal << "\n" << r.out;
+}
+
+// A model with a NaN weight: native and fused give NaN in the same places; --check compares those
+// places and judges the finite part (as torch.testing with equal_nan), so it passes.
+TEST(Cli, CheckComparesNanPlacesAndJudgesTheFinitePart) {
+  for (const std::string& device : devices()) {
+    SCOPED_TRACE(device);
+    const CliRun r = run_cli("--model " + std::string(FUSED3D_FIXTURE_DIR) + "/nan_weight.pt --batch 2 --check --device " + device);
+    EXPECT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("NaN or Inf in 8 of 32 outputs, as in native: PASS"), std::string::npos) << r.out;
+  }
 }
 
 TEST(Cli, BadInputGivesOneLineAndExitCode2) {
@@ -71,7 +85,10 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
     std::string args, fragment;
   } cases[] = {
       {"--bogus", "--bogus"},
-      {"--batch -3", "--batch"},
+      {"--batch -3", "--batch: must be from 0 to"},
+      {"--bench -3", "--bench: must be from 0 to 1000000, got -3"},
+      {"--bench many", "--bench: must be a whole number, got 'many'"},
+      {"--precision fast", "--precision: must be accurate or tf32, got 'fast'"},
       {"--device tpu", "--device"},
       {"--model " + f + "/missing.pt", "cannot open model file"},
       {"--input " + f + "/missing.pt", "cannot open tensor file"},
@@ -177,8 +194,12 @@ TEST(Cli, BenchPrintsTimesAndSpeedup) {
   for (const std::string& device : devices()) {
     const CliRun r = run_cli("--device " + device + " --batch 2 --bench 3");
     EXPECT_EQ(r.code, 0) << r.err;
-    for (const char* field : {"fused", "native", "speedup", "TFLOP/s", "GB/s"})
+    // The rate in the GPU's unit there, the CPU's here; host time per call only where it differs
+    // from the timed call (the GPU).
+    const bool cuda = device == "cuda";
+    for (const char* field : {"fused", "native", "speedup", cuda ? "TFLOP/s" : "GFLOP/s", "GB/s"})
       EXPECT_NE(r.out.find(field), std::string::npos) << device << ": " << field << "\n" << r.out;
+    EXPECT_EQ(r.out.find("us per fused call") != std::string::npos, cuda) << r.out;
   }
 }
 

@@ -127,15 +127,16 @@ void run_benchmark(const FusedLayer& layer, const at::Tensor& x, Precision preci
                                   kWarmupRuns, x.device());
 
   // Host time per fused call (checks, allocations, launches), measured without waiting for the GPU:
-  // when it exceeds the GPU time (small batches), it is what the events above measure.
+  // when it exceeds the GPU time (small batches), it is what the events above measure. On the CPU
+  // the call is the computation: nothing to add.
   double host_us = 0;
-  {
+  if (x.is_cuda()) {
     constexpr int kCalls = 20;
-    if (x.is_cuda()) at::cuda::getCurrentCUDAStream().synchronize();
+    at::cuda::getCurrentCUDAStream().synchronize();
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < kCalls; ++i) fused_forward(inputs[i % copies], layer, precision);
     host_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / kCalls;
-    if (x.is_cuda()) at::cuda::getCurrentCUDAStream().synchronize();
+    at::cuda::getCurrentCUDAStream().synchronize();
   }
 
   const auto k = layer.kernel();
@@ -149,18 +150,21 @@ void run_benchmark(const FusedLayer& layer, const at::Tensor& x, Precision preci
   out << "  path     median(ms)    min(ms)    max(ms)\n";
   print_row(out, "fused", fused);
   print_row(out, "native", native);
-  std::snprintf(line, sizeof line, "  host     %.1f us per fused call (checks, allocations, launches; not waiting for the GPU)\n", host_us);
-  out << line;
   if (x.is_cuda()) {
+    std::snprintf(line, sizeof line,
+                  "  host     %.1f us per fused call (checks, allocations, launches; not waiting for the GPU)\n", host_us);
+    out << line;
     std::snprintf(line, sizeof line, "  memory   peak device memory beyond inputs and weights: fused %.2f MB, native %.1f MB\n",
                   fused_mb, native_mb);
     out << line;
   }
+  // TFLOP/s where the GPU's rates are in hundreds of them, GFLOP/s on the CPU.
+  const double rate_unit = x.is_cuda() ? 1e12 : 1e9;
   std::snprintf(line, sizeof line,
                 "  speedup  %.2fx (native median / fused median)\n"
-                "  fused    %.2f TFLOP/s (conv %.1f GFLOP), %.1f GB/s (input %.1f MB read once)\n",
-                native.median_ms / fused.median_ms, flops / (fused.median_ms * 1e-3) / 1e12, flops / 1e9,
-                bytes / (fused.median_ms * 1e-3) / 1e9, bytes / 1e6);
+                "  fused    %.2f %s (conv %.1f GFLOP), %.1f GB/s (input %.1f MB read once)\n",
+                native.median_ms / fused.median_ms, flops / (fused.median_ms * 1e-3) / rate_unit,
+                x.is_cuda() ? "TFLOP/s" : "GFLOP/s", flops / 1e9, bytes / (fused.median_ms * 1e-3) / 1e9, bytes / 1e6);
   out << line;
   if (!x.is_cuda()) return;
   const Ceilings c = measure_ceilings(x.device());

@@ -13,6 +13,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <limits>
+#include <vector>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -66,6 +68,38 @@ std::string device_name(const at::Device& device) {
   return device.str() + " (" + at::cuda::getDeviceProperties(device.index())->name + ")";
 }
 
+// The fused output against the reference as torch.testing compares them with equal_nan: NaN and
+// Inf must stand where the reference has them (Inf with its sign), and the errors are those of the
+// elements both have finite.
+struct Comparison {
+  double max_abs = 0, rel_l2 = 0;
+  bool same_specials = true;
+  std::string specials;  // "; NaN or Inf in 3 of 64 outputs, as in native", or what differs
+};
+
+Comparison compare(const at::Tensor& out, const at::Tensor& ref) {
+  Comparison c;
+  const at::Tensor out_nan = at::isnan(out), ref_nan = at::isnan(ref);
+  const at::Tensor out_inf = at::isinf(out), ref_inf = at::isinf(ref);
+  const bool nan_match = at::equal(out_nan, ref_nan);
+  const bool inf_match = at::equal(out_inf, ref_inf) && at::equal(out.masked_select(ref_inf), ref.masked_select(ref_inf));
+  c.same_specials = nan_match && inf_match;
+  const int64_t special = (ref_nan | ref_inf).sum().item<int64_t>();
+  if (!c.same_specials)
+    c.specials = "; NaN or Inf where native has " + std::string(nan_match ? "other Inf" : "no NaN or other NaN");
+  else if (special > 0)
+    c.specials = "; NaN or Inf in " + std::to_string(special) + " of " + std::to_string(ref.numel()) +
+                 " outputs, as in native";
+  const at::Tensor finite = at::isfinite(out) & at::isfinite(ref);
+  const at::Tensor a = out.masked_select(finite), b = ref.masked_select(finite);
+  if (a.numel() == 0) return c;
+  const at::Tensor diff = a - b;
+  c.max_abs = diff.abs().max().item<double>();
+  const double ref_norm = b.norm().item<double>();
+  c.rel_l2 = ref_norm > 0 ? diff.norm().item<double>() / ref_norm : diff.norm().item<double>();
+  return c;
+}
+
 std::string first_values(const at::Tensor& out) {
   std::ostringstream s;
   s << "out[0, :" << std::min<int64_t>(4, out.size(1)) << "] = [";
@@ -77,6 +111,38 @@ std::string first_values(const at::Tensor& out) {
   }
   s << "]";
   return s.str();
+}
+
+// CLI11 validators whose messages say what is wrong in plain words (its own print the ranges of
+// the number types and the internals of their mappings).
+CLI::Validator whole_number(int64_t least, int64_t most) {
+  return CLI::Validator(
+      [least, most](std::string& text) -> std::string {
+        size_t used = 0;
+        long long value = 0;
+        try {
+          value = std::stoll(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != text.size()) return "must be a whole number, got '" + text + "'";
+        if (value < least || value > most)
+          return "must be from " + std::to_string(least) + " to " + std::to_string(most) + ", got " + text;
+        return "";
+      },
+      "");
+}
+
+CLI::Validator one_of(std::vector<std::string> choices) {
+  return CLI::Validator(
+      [choices](std::string& text) -> std::string {
+        for (const std::string& c : choices)
+          if (text == c) return "";
+        std::string list;
+        for (const std::string& c : choices) list += (list.empty() ? "" : " or ") + c;
+        return "must be " + list + ", got '" + text + "'";
+      },
+      "");
 }
 
 // Returns the process exit code.
@@ -125,18 +191,15 @@ int run(const Options& o) {
     const at::Tensor ref = (reduced ? native_forward(x.to(at::kFloat), layer_to(layer, device, at::kFloat))
                                     : native_forward(x, layer))
                                .to(at::kDouble);
-    const at::Tensor diff = out.to(at::kDouble) - ref;
-    const double max_abs = diff.numel() ? diff.abs().max().item<double>() : 0.0;
-    const double ref_norm = ref.norm().item<double>();
-    const double rel_l2 = ref_norm > 0 ? diff.norm().item<double>() / ref_norm : diff.norm().item<double>();
+    const Comparison c = compare(out.to(at::kDouble), ref);
     const double tolerance = check_tolerance(o.precision, x.scalar_type());
-    const bool pass = rel_l2 <= tolerance;  // NaN fails
-    char line[240];
+    const bool pass = c.same_specials && c.rel_l2 <= tolerance;
+    char line[320];
     std::snprintf(line, sizeof line,
                   "check: vs libtorch native%s on %s: max abs error %.3g, relative L2 error %.3g "
-                  "(tolerance %.2g): %s\n",
-                  reduced ? " (float32 on the same values)" : "", device.str().c_str(), max_abs, rel_l2,
-                  tolerance, pass ? "PASS" : "FAIL");
+                  "(tolerance %.2g)%s: %s\n",
+                  reduced ? " (float32 on the same values)" : "", device.str().c_str(), c.max_abs, c.rel_l2,
+                  tolerance, c.specials.c_str(), pass ? "PASS" : "FAIL");
     std::cout << line;
     if (!pass) status = kExitCheckFailed;
   }
@@ -155,25 +218,34 @@ int main(int argc, char** argv) {
       "With no --model/--input it runs the standard configuration: B=1024, Cin=3, Cout=16,\n"
       "16x32x32 input, kernel 4, 4 groups, PyTorch default init and torch.rand input from --seed.",
       "fused3d"};
-  app.add_option("--model", o.model, "TorchScript model file (torch.jit.script or torch.jit.trace)");
-  app.add_option("--input", o.input, "input tensor (B, Cin, D, H, W) saved with torch.save");
-  app.add_option("--output", o.output, "write the (B, Cout) result here (.pt, reads with torch.load)");
+  std::string precision = "accurate";
+  app.add_option("--model", o.model, "TorchScript model file (torch.jit.script or torch.jit.trace)")->type_name("FILE");
+  app.add_option("--input", o.input, "input tensor (B, Cin, D, H, W) saved with torch.save")->type_name("FILE");
+  app.add_option("--output", o.output, "write the (B, Cout) result here (.pt, reads with torch.load)")
+      ->type_name("FILE");
   app.add_option("--device", o.device, "auto, cpu, cuda or cuda:N (auto: cuda:0 if present, else cpu)")
+      ->type_name("DEVICE")
       ->capture_default_str();
-  app.add_option("--precision", o.precision,
+  app.add_option("--precision", precision,
                  "accurate: rel. L2 <= 1e-5 vs float64 (tensor cores: x fp16, weights split hi+lo); tf32: "
                  "<= 1e-3 (x and weights with TF32's 11 bits); float16/bfloat16 models compute in float32")
-      ->transform(CLI::CheckedTransformer(
-          std::map<std::string, Precision>{{"accurate", Precision::kAccurate}, {"tf32", Precision::kTF32}}))
+      ->type_name("accurate|tf32")
+      ->check(one_of({"accurate", "tf32"}))
       ->capture_default_str();
   app.add_flag("--check", o.check,
                "also run libtorch native ops; print max abs and relative L2 error; exit 1 over the "
-               "precision's bound (1e-5 accurate, 1e-3 tf32; plus the output rounding, 2^-11 float16, 2^-8 bfloat16)");
+               "precision's bound (1e-5 accurate, 1e-3 tf32; plus the output rounding, 2^-11 float16, 2^-8 bfloat16) "
+               "or where NaN and Inf differ from native's");
   app.add_option("--bench", o.bench, "time fused and native over N runs after warm-up (0: off)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--seed", o.seed, "seed for the embedded model and the generated input")->capture_default_str();
+      ->type_name("N")
+      ->check(whole_number(0, 1000000));
+  app.add_option("--seed", o.seed, "seed for the embedded model and the generated input")
+      ->type_name("S")
+      ->check(whole_number(0, std::numeric_limits<int64_t>::max()))
+      ->capture_default_str();
   app.add_option("--batch", o.batch, "batch size of the generated input (when no --input)")
-      ->check(CLI::NonNegativeNumber)
+      ->type_name("B")
+      ->check(whole_number(0, int64_t{1} << 40))
       ->capture_default_str();
   try {
     app.parse(argc, argv);
@@ -183,6 +255,7 @@ int main(int argc, char** argv) {
     std::cerr << "fused3d: error: " << e.what() << " (see --help)\n";
     return kExitUsage;
   }
+  o.precision = precision == "tf32" ? Precision::kTF32 : Precision::kAccurate;
   try {
     return run(o);
   } catch (const InputError& e) {
