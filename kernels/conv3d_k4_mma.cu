@@ -42,6 +42,7 @@
 // kAccurateMinPositions output positions per sample.
 #include "conv3d_k4_mma.h"
 
+#include "device_code.h"
 #include "persistent_grid.h"
 #include "ptx.h"
 #include "tensorcore_common.h"
@@ -659,6 +660,7 @@ bool can_run(const FusedLayer& l, const at::Tensor& x, Precision precision) {
         is_plain_float32_conv(l) && unsupported_reason(l).empty() && x.dim() == 5 &&
         x.scalar_type() == at::kFloat))
     return false;
+  if (device_code(x.get_device()).arch < 900) return false;  // mbarrier transactions, bulk copies
   const Geometry g = geometry(x);
   const int64_t positions = (x.size(2) - kKernel + 1) * static_cast<int64_t>(g.oh) * g.ow;
   if (precision == Precision::kAccurate && positions < kAccurateMinPositions) return false;

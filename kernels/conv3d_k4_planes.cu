@@ -33,9 +33,10 @@
 // fp16's range takes the TF32 route (tensorcore_common.h), per warp, from x.
 //
 // Limits (else the mma.sync kernel): Cin 3, H = W = kPlaneSide, OD >= kMinDepth, 16-byte aligned x,
-// B >= kMinBatch, code compiled for sm_90a (wgmma_compiled) on a Hopper GPU.
+// B >= kMinBatch, code compiled for sm_90a (device_code.h) on a Hopper GPU.
 #include "conv3d_k4_planes.h"
 
+#include "device_code.h"
 #include "persistent_grid.h"
 #include "ptx.h"
 #include "tensorcore_common.h"
@@ -45,7 +46,6 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include <array>
 #include <cstdint>
 #include <limits>
 #include <mutex>
@@ -123,9 +123,6 @@ struct Params {
   const float* sample_bias;       // (B, 16): bias + the pivots' contribution, for the TF32 route
   Moments<float>* partials;   // (B, tiles, 16)
 };
-
-// 1 in code compiled for sm_90a (wgmma), 0 elsewhere: what wgmma_compiled reads.
-__device__ int compiled_with_wgmma = wgmma::kAvailable ? 1 : 0;
 
 // ------------------------------------------------------------------------------------------------
 // CUDA kernels
@@ -460,26 +457,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) conv_k4_planes_moments_ke
 // ------------------------------------------------------------------------------------------------
 // Kernel launchers
 
-bool wgmma_compiled(int device) {
-  static std::mutex mutex;
-  static std::array<int, 64> known{};  // per device: 0 unknown, 1 no, 2 yes
-  std::lock_guard<std::mutex> lock(mutex);
-  TORCH_CHECK(device >= 0 && device < static_cast<int>(known.size()), "fused3d: device index ", device, " out of range");
-  if (known[device] == 0) {
-    const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-    int value = 0;
-    C10_CUDA_CHECK(cudaMemcpyFromSymbol(&value, compiled_with_wgmma, sizeof(value)));
-    known[device] = value ? 2 : 1;
-  }
-  return known[device] == 2;
-}
-
 bool can_run(const at::Tensor& x) {
   const bool hopper = at::cuda::getDeviceProperties(x.get_device())->major == 9;
   return hopper && x.size(0) >= Traits::kMinBatch && x.size(1) == Traits::kCin &&
          x.size(2) - kKernel + 1 >= Traits::kMinDepth && x.size(3) == Traits::kPlaneSide &&
          x.size(4) == Traits::kPlaneSide && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 &&
-         wgmma_compiled(x.get_device());
+         device_code(x.get_device()).wgmma;
 }
 
 int tiles(const at::Tensor& x) { return static_cast<int>(x.size(2) - kKernel + 1) * 2; }

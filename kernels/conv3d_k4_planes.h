@@ -21,11 +21,8 @@ using std::max;
 using std::min;
 #endif
 
-// Whether the code this build holds for `device` has wgmma: read once from the loaded module
-// (a device variable compiled per target), so that whatever the build's architecture list, the
-// kernel runs exactly where its machine code can.
-bool wgmma_compiled(int device);
-// Whether the kernel takes x, for a layer and precision the mma.sync kernel takes (k4_mma::can_run).
+// Whether the kernel takes x, for a layer and precision the mma.sync kernel takes (k4_mma::can_run),
+// on this device with this build's code (it needs sm_90a: device_code.h).
 bool can_run(const at::Tensor& x);
 // Partial-moment tiles per sample: a tile per 16-column strip of each output plane, OD x 2.
 int tiles(const at::Tensor& x);

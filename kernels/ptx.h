@@ -10,6 +10,15 @@
 
 #include <cstdint>
 
+// The sm_90 instructions (mbarrier phases with transaction counts, bulk copies, the async-proxy
+// fence): in code for an older target they trap, and the plan runs no kernel that uses them there
+// (device_code.h).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define FUSED3D_SM90_ASM(...) __trap()
+#else
+#define FUSED3D_SM90_ASM(...) asm volatile(__VA_ARGS__)
+#endif
+
 namespace fused3d::ptx {
 
 __device__ __forceinline__ unsigned shared_address(const void* p) {
@@ -34,20 +43,20 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // ---- mbarriers (sm_90): arrivals and transaction bytes complete a phase; waiters test its parity
 
 __device__ __forceinline__ void mbarrier_init(unsigned bar, unsigned arrivals) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(arrivals) : "memory");
+  FUSED3D_SM90_ASM("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(arrivals) : "memory");
 }
 // Barrier i of an array of them at shared address `barriers`.
 __device__ __forceinline__ unsigned barrier_at(unsigned barriers, int i) { return barriers + i * sizeof(uint64_t); }
 // Release: this thread's earlier shared-memory writes are seen by whoever waits for the phase.
 __device__ __forceinline__ void mbarrier_arrive(unsigned bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+  FUSED3D_SM90_ASM("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
 // An arrival that also tells the barrier to expect `bytes` from bulk copies before the phase ends.
 __device__ __forceinline__ void mbarrier_expect_bytes(unsigned bar, unsigned bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+  FUSED3D_SM90_ASM("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
 __device__ __forceinline__ void mbarrier_wait(unsigned bar, unsigned parity) {
-  asm volatile(
+  FUSED3D_SM90_ASM(
       "{\n"
       ".reg .pred done;\n"
       "WAIT:\n"
@@ -77,14 +86,14 @@ struct BarrierRing {
 // complete the expect_bytes of an mbarrier's phase
 
 __device__ __forceinline__ void bulk_copy(void* smem, const void* gmem, unsigned bytes, unsigned bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+  FUSED3D_SM90_ASM("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
                    shared_address(smem)),
                "l"(gmem), "r"(bytes), "r"(bar)
                : "memory");
 }
 
 // Shared memory written by ordinary stores that the async proxy (wgmma, bulk copies) reads next.
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void fence_proxy_async() { FUSED3D_SM90_ASM("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 // ---- barriers and registers
 

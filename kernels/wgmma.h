@@ -2,7 +2,7 @@
 // B tiles in shared memory through a descriptor, m64n64k16 with A from registers, the fence /
 // commit / wait, and the pin that keeps the compiler's hands off an accumulator in flight. Outside
 // the arch-specific target the instructions compile to nothing and kAvailable is false (the plan
-// then never picks the planes kernel: conv3d_k4_planes.h, wgmma_compiled). b_offset, the B layout,
+// then never picks the planes kernel: device_code.h). b_offset, the B layout,
 // is host code too: the weight packing's unit test checks against it.
 #pragma once
 

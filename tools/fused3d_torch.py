@@ -27,7 +27,8 @@ KERNELS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__
 # kernels/ as two translation units, as load_inline takes them: the .cu files (device code) in
 # one, the host .cpp files and the operator binding in the other; each file's internals live in a
 # namespace of its own.
-CUDA_UNITS = ("conv3d_general.cu", "conv3d_k4_mma.cu", "conv3d_k4_planes.cu", "epilogue.cu", "k4_sample_terms.cu")
+CUDA_UNITS = ("conv3d_general.cu", "conv3d_k4_mma.cu", "conv3d_k4_planes.cu", "device_code.cu", "epilogue.cu",
+              "k4_sample_terms.cu")
 HOST_UNITS = ("fused_forward_cuda.cpp", "plan.cpp", "tensorcore_weights.cpp", "torch_ops.cpp")
 
 _loaded = False
@@ -45,7 +46,7 @@ def _kernel_digest():
 def _arch_flags():
     """Without TORCH_CUDA_ARCH_LIST, sm_90a on Hopper, as the executable's default build (wgmma and
     setmaxnreg exist only in the arch-specific target); with it, torch builds what it lists. Either
-    way the compiled code says which kernels it can run (conv3d_k4_planes.h: wgmma_compiled)."""
+    way the compiled code says which kernels it can run (device_code.h)."""
     if os.environ.get("TORCH_CUDA_ARCH_LIST") or not torch.cuda.is_available():
         return []
     if torch.cuda.get_device_capability() == (9, 0):
