@@ -574,6 +574,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) conv_k4_mma_moments_kerne
       for (int slot = 0; slot < Traits::kMomentSlots; ++slot) ptx::mbarrier_init(ptx::shared_address(&written[q][slot]), Traits::kMmaThreads);
     }
   }
+  ptx::wait_for_prerequisite_grid();  // the sample terms (k4_sample_terms.cu) are written
   __syncthreads();
   const int warp = threadIdx.x / 32;
   const bool producer = warp >= Traits::kMmaWarpsPerBlock;
@@ -715,8 +716,9 @@ void launch(const at::Tensor& x, const TensorcoreWeights& packed, const SampleTe
     // Each block runs kGroups item streams; a small batch takes one stream per SM first.
     const unsigned blocks = persistent_blocks(kernel, Traits::kThreads, plan.shared_bytes, kMaxDynamicSharedBytes,
                                               p.items, x.get_device());
-    kernel<<<blocks, Traits::kThreads, plan.shared_bytes, stream>>>(p);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    // A programmatic dependent of the sample-terms kernel (k4_sample_terms.cu): its set-up overlaps
+    // that kernel's end, and it waits for the terms before any role reads them.
+    launch_dependent(kernel, dim3(blocks), dim3(Traits::kThreads), plan.shared_bytes, stream, p);
   };
   if (packed.parts == 2)
     run(conv_k4_mma_moments_kernel<Operands::kHalfSplit, Operands::kTf32Split>);

@@ -119,9 +119,9 @@ struct Params {
   const uint4* wgmma_tiles;   // (Cin, parts) B tiles of kTileBytes, copied to shared memory
   const float* x_pivots;          // (B, 3): taken off x before it is rounded (k4_sample_terms.h)
   const float* sample_half_bias;  // (B, 16): bias + the pivots' contribution, times the channel scale
-  const float* half_unscale;      // 1 / channel scale (16)
   const float* sample_bias;       // (B, 16): bias + the pivots' contribution, for the TF32 route
   Moments<float>* partials;   // (B, tiles, 16)
+  float half_unscale[kCout];  // 1 / channel scale: constants of the launch
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -440,6 +440,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) conv_k4_planes_moments_ke
   constexpr int kTileVectors = Traits::kCin * weight_parts(kFallback) * Traits::kTileBytes / 16;
   for (int i = threadIdx.x; i < kTileVectors; i += Traits::kThreads) tiles[i] = __ldg(p.wgmma_tiles + i);
   ptx::fence_proxy_async();  // the tiles, visible to wgmma
+  ptx::wait_for_prerequisite_grid();  // the sample terms (k4_sample_terms.cu) are written
   __syncthreads();
   const PlanesShared s{inputs, pairs, {ptx::shared_address(landed)}, {ptx::shared_address(full)},
                        {ptx::shared_address(done)}, pair_max};
@@ -486,8 +487,8 @@ void launch(const at::Tensor& x, const TensorcoreWeights& packed, const SampleTe
   p.tf32_w = reinterpret_cast<const float4*>(packed.tf32_fragments.data_ptr<float>());
   p.x_pivots = terms.pivots;
   p.sample_half_bias = terms.half_bias;
-  p.half_unscale = packed.half_unscale.data_ptr<float>();
   p.sample_bias = terms.bias;
+  for (int c = 0; c < kCout; ++c) p.half_unscale[c] = packed.half_unscale_host[c];
   p.partials = reinterpret_cast<Moments<float>*>(partials.data_ptr<float>());
   p.wgmma_tiles = reinterpret_cast<const uint4*>(packed.wgmma_tiles.data_ptr<at::Half>());
   TORCH_CHECK(x.size(0) * static_cast<long long>(plan.tiles) < std::numeric_limits<int>::max(), "fused3d: batch ",
@@ -496,8 +497,9 @@ void launch(const at::Tensor& x, const TensorcoreWeights& packed, const SampleTe
   const auto run = [&](auto kernel) {
     const unsigned blocks =
         persistent_blocks(kernel, Traits::kThreads, plan.shared_bytes, kMaxDynamicSharedBytes, p.planes, x.get_device());
-    kernel<<<blocks, Traits::kThreads, plan.shared_bytes, stream>>>(p);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    // A programmatic dependent of the sample-terms kernel (k4_sample_terms.cu): its set-up overlaps
+    // that kernel's end, and it waits for the terms before any role reads them.
+    launch_dependent(kernel, dim3(blocks), dim3(Traits::kThreads), plan.shared_bytes, stream, p);
   };
   if (packed.parts == 2)
     run(conv_k4_planes_moments_kernel<Operands::kTf32Split>);

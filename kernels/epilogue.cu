@@ -5,10 +5,9 @@
 // accurate, 25.3 -> 14.0 us tf32, with the two-pass epilogue; H100).
 #include "epilogue.h"
 
+#include "persistent_grid.h"
 #include "ptx.h"
 
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
 
 namespace fused3d::epilogue {
 
@@ -35,16 +34,8 @@ void launch(const EpilogueParams& p, cudaStream_t stream) {
   void (*kernel)(EpilogueParams) = nullptr;
   with_epilogue_form<32>(p.channels / p.groups,
                          [&](auto form) { kernel = groupnorm_mean_epilogue_kernel<decltype(form)::value>; });
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>((threads + kThreads - 1) / kThreads));
-  config.blockDim = dim3(kThreads);
-  config.stream = stream;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = at::cuda::getCurrentDeviceProperties()->major >= 9 ? 1 : 0;
-  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, p));
+  launch_dependent(kernel, dim3(static_cast<unsigned>((threads + kThreads - 1) / kThreads)), dim3(kThreads), 0,
+                   stream, p);
 }
 
 }  // namespace fused3d::epilogue

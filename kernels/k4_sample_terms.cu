@@ -3,6 +3,7 @@
 #include "k4_sample_terms.h"
 
 #include "k4_geometry.h"
+#include "ptx.h"
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -19,6 +20,7 @@ __global__ void __launch_bounds__(kSampleTermsThreads)
                         int cin, const float* __restrict__ weight_sums, const float* __restrict__ bias,
                         const float* __restrict__ half_unscale, float* __restrict__ pivots,
                         float* __restrict__ half_bias_out, float* __restrict__ bias_out) {
+  ptx::launch_dependents();  // the moments kernel may be scheduled now; it waits for these terms
   const long long i = static_cast<long long>(blockIdx.x) * kSampleTermsThreads + threadIdx.x;
   if (i >= static_cast<long long>(batch) * kCout) return;
   const long long n = i / kCout;

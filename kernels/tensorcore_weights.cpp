@@ -46,6 +46,8 @@ TensorcoreWeights pack_tensorcore_weights(const FusedLayer& l, Precision precisi
                                .reshape({cin, kPlanesTileHalves});
   packed.wgmma_tiles = split(tiles, [](const at::Tensor& v) { return v.to(at::kHalf); }).transpose(0, 1).contiguous();
   packed.half_unscale = scale.reciprocal().contiguous();
+  const at::Tensor unscale_cpu = packed.half_unscale.cpu();
+  for (int c = 0; c < kCout; ++c) packed.half_unscale_host[c] = unscale_cpu[c].item<float>();
 
   // TF32 fallback, m16n8k8 with k = kw + 4s for kh = 2q + s: register rho of lane 4g + t holds
   // channel g + 8*(rho % 2) at kh = 2q + rho / 2, kw = t.

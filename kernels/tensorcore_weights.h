@@ -4,6 +4,8 @@
 
 #include "fused_layer.h"
 
+#include <array>
+
 namespace fused3d::k4 {
 
 // One part (tf32 mode) or hi + lo (accurate mode), in fp16 scaled per output channel by a power of
@@ -13,6 +15,7 @@ struct TensorcoreWeights {
   at::Tensor wgmma_tiles;     // (Cin, parts, 1024) float16: the planes kernel's wgmma B tiles (K 16 x N 64)
   at::Tensor tf32_fragments;  // (Cin, 4 kd, 2 kh pairs, parts, 32 lanes, 4) float32, TF32-rounded: m16n8k8 A
   at::Tensor half_unscale;    // (16) 1 / channel scale
+  std::array<float, 16> half_unscale_host{};  // the same, on the host
   at::Tensor bias;            // (16), zeros when the conv has no bias
   at::Tensor weight_sums;     // (16, Cin) float32: sum over the 64 taps, in double, of each (output, input) channel's weights
   int parts = 1;
