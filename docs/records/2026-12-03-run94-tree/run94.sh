@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run 94: the tree after run 93's findings (the planes kernel's unscale in its parameters, the
 # moments kernels as programmatic dependents of the sample-terms kernel) against 04e43ac (exp/base)
-# built and run in the same call (B = 1024 three rounds, B = 64 and 1 two rounds, both modes), then
-# the whole ctest suite.
+# built and run in the same call (B = 1024 two rounds, B = 64 and 1 one round, both modes); the whole
+# ctest suite; then tools/bench.py over the batch sweep against PyTorch's options (run 95's part).
 set -uo pipefail
 out=${OUT:-device-logs}; mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
@@ -25,8 +25,12 @@ ab() {  # round batch
     done
   done
 }
-{ ab 1 1024; ab 1 64; ab 1 1; ab 2 1024; ab 2 64; ab 2 1; ab 3 1024; } | tee "$out/ab.log"
+{ ab 1 1024; ab 1 64; ab 1 1; ab 2 1024; } | tee "$out/ab.log"
 echo "a/b done after $(( $(date +%s) - start )) s"
-timeout 330 ctest --test-dir build --output-on-failure -j 16 >"$out/ctest.log" 2>&1; echo "ctest exit $? after $(( $(date +%s) - start )) s"
+timeout 200 ctest --test-dir build --output-on-failure -j 16 >"$out/ctest.log" 2>&1; echo "ctest exit $? after $(( $(date +%s) - start )) s"
 grep -E "tests passed|\(Failed\)|\(Skipped\)|Timeout|Not Run" "$out/ctest.log" | head -20
 grep -E "TORCH_CUDA_ARCH_LIST|sweep    \]" "$out/ctest.log" | head -12
+left=$(( 560 - ($(date +%s) - start) ))
+PYTHONUNBUFFERED=1 timeout $left python3 tools/bench.py --exe build/fused3d --runs 30 --out "$out/bench" 2>&1 |
+  grep -v Warning >"$out/bench_py.log"; echo "bench.py exit $? after $(( $(date +%s) - start )) s"
+tail -22 "$out/bench_py.log"
