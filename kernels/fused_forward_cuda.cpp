@@ -1,8 +1,9 @@
 // The CUDA entry: checks (with shapes in the messages) -> plan (plan.h) -> packed weights (cached
-// per model) -> for the tensor-core kernels the per-sample pivots and biases (k4_sample_terms.h) ->
-// the moments kernel the plan names, then the GroupNorm-mean epilogue kernel (or, in the plan's
+// per model and kernel family) -> for the kernel-4x4x4 tensor-core kernels the per-sample pivots
+// and biases (k4_sample_terms.h) -> the moments kernel the plan names, then the GroupNorm-mean epilogue kernel (or, in the plan's
 // epilogue_in_kernel case, the moments kernel's own last block), all on the current stream.
 #include "conv3d_general.h"
+#include "conv3d_igemm.h"
 #include "conv3d_k4_mma.h"
 #include "conv3d_k4_planes.h"
 #include "epilogue.h"
@@ -26,39 +27,54 @@ namespace {
 // much as the whole B=1 forward. An entry holds a reference to the weight and bias it was made
 // from, so their storage cannot be reused by another tensor while cached, and their version
 // counters catch in-place changes.
+// The kernels of one family read the same packed weights.
+enum class Packing { kK4, kIgemm, kGeneral };
+
+Packing packing_for(KernelKind kernel) {
+  switch (kernel) {
+    case KernelKind::kK4Mma:
+    case KernelKind::kK4Planes: return Packing::kK4;
+    case KernelKind::kIgemm: return Packing::kIgemm;
+    case KernelKind::kGeneral: break;
+  }
+  return Packing::kGeneral;
+}
+
 struct PackedEntry {
   at::Tensor weight, bias;
   int64_t weight_version, bias_version;
   int64_t conv_groups;
   Precision precision;
-  bool tensorcore;
-  k4::TensorcoreWeights tc;         // the tensor-core kernels
+  Packing packing;
+  k4::TensorcoreWeights tc;         // the kernel-4x4x4 tensor-core kernels
+  igemm::IgemmWeights igemm;        // the implicit-GEMM kernel
   general::GeneralWeights general;  // the general kernel
 };
 
-bool same_source(const PackedEntry& e, const FusedLayer& l, Precision precision, bool tensorcore) {
+bool same_source(const PackedEntry& e, const FusedLayer& l, Precision precision, Packing packing) {
   const bool same_bias = e.bias.defined() ? (l.bias.defined() && e.bias.is_same(l.bias) &&
                                              e.bias_version == l.bias._version())
                                           : !l.bias.defined();
-  return e.tensorcore == tensorcore && e.precision == precision && e.conv_groups == l.conv_groups &&
+  return e.packing == packing && e.precision == precision && e.conv_groups == l.conv_groups &&
          e.weight.is_same(l.weight) && e.weight_version == l.weight._version() && same_bias;
 }
 
-PackedEntry packed_weights(const FusedLayer& l, Precision precision, bool tensorcore) {
+PackedEntry packed_weights(const FusedLayer& l, Precision precision, Packing packing) {
   constexpr size_t kCacheEntries = 8;
   static std::mutex mutex;
   static std::deque<PackedEntry> cache;  // most recent first
   {
     std::lock_guard<std::mutex> lock(mutex);
     for (const PackedEntry& e : cache)
-      if (same_source(e, l, precision, tensorcore)) return e;
+      if (same_source(e, l, precision, packing)) return e;
   }
   PackedEntry e{l.weight, l.bias, l.weight._version(), l.bias.defined() ? l.bias._version() : 0,
-                l.conv_groups, precision, tensorcore, {}, {}};
-  if (tensorcore)
-    e.tc = k4::pack_tensorcore_weights(l, precision);
-  else
-    e.general = general::pack_weights(l);
+                l.conv_groups, precision, packing, {}, {}, {}};
+  switch (packing) {
+    case Packing::kK4: e.tc = k4::pack_tensorcore_weights(l, precision); break;
+    case Packing::kIgemm: e.igemm = igemm::pack_weights(l, precision); break;
+    case Packing::kGeneral: e.general = general::pack_weights(l); break;
+  }
   std::lock_guard<std::mutex> lock(mutex);
   cache.push_front(e);
   if (cache.size() > kCacheEntries) cache.pop_back();
@@ -84,8 +100,7 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Pr
 
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const Plan plan = make_plan(layer, x, precision);
-  const bool tensorcore = plan.kernel != KernelKind::kGeneral;
-  const PackedEntry packed = packed_weights(layer, precision, tensorcore);
+  const PackedEntry packed = packed_weights(layer, precision, packing_for(plan.kernel));
   static_assert(sizeof(Moments<float>) == 3 * sizeof(float), "partials are viewed as floats");
   const at::TensorOptions float_options = x.options().dtype(at::kFloat);
 
@@ -107,6 +122,8 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Pr
 
   if (plan.kernel == KernelKind::kGeneral) {
     general::launch(x, layer, packed.general, partials, stream);
+  } else if (plan.kernel == KernelKind::kIgemm) {
+    igemm::launch(x, layer, packed.igemm, plan.tiles, partials, stream);
   } else {
     const k4::SampleTerms terms = k4::sample_terms(x, packed.tc, stream);
     if (plan.kernel == KernelKind::kK4Mma)

@@ -1,9 +1,11 @@
 // make_plan: which kernel runs a layer on the GPU, from what each kernel says it can take. The
-// tensor-core kernels take the layers they are specialized for (kernel 4x4x4, 16 output channels,
-// float32; OPTIMIZATION.md 4.5 says when each runs and why); the general kernel takes every other.
+// kernel-4x4x4 tensor-core kernels take the layers they are specialized for (16 output channels,
+// float32; OPTIMIZATION.md 4.5 says when each runs and why); the implicit-GEMM kernel every other
+// on GPUs with TF32 tensor cores (sm_80 on); the general kernel every layer on older ones.
 #include "plan.h"
 
 #include "conv3d_general.h"
+#include "conv3d_igemm.h"
 #include "conv3d_k4_mma.h"
 #include "conv3d_k4_planes.h"
 
@@ -23,6 +25,9 @@ Plan make_plan(const FusedLayer& layer, const at::Tensor& x, Precision precision
       plan.shared_bytes = k4_mma::shared_bytes(x);
       plan.epilogue_in_kernel = k4_mma::runs_epilogue(x.size(0));
     }
+  } else if (igemm::can_run(x)) {
+    plan.kernel = KernelKind::kIgemm;
+    plan.tiles = igemm::tiles(x, layer);
   } else {
     plan.kernel = KernelKind::kGeneral;
     plan.tiles = general::tiles(x, layer);
@@ -33,6 +38,7 @@ Plan make_plan(const FusedLayer& layer, const at::Tensor& x, Precision precision
 const char* kernel_id(KernelKind kernel) {
   switch (kernel) {
     case KernelKind::kGeneral: return "general";
+    case KernelKind::kIgemm: return "igemm";
     case KernelKind::kK4Mma: return "k4-mma";
     case KernelKind::kK4Planes: return "k4-planes";
   }
@@ -44,6 +50,14 @@ std::string describe(const Plan& plan, at::ScalarType dtype) {
   if (plan.kernel == KernelKind::kGeneral)
     return text + (dtype == at::kFloat ? " (float32 on CUDA cores)"
                                        : " (" + dtype_name(dtype) + " in, float32 on CUDA cores)");
+  if (plan.kernel == KernelKind::kIgemm) {
+    const std::string in = dtype == at::kFloat ? "" : dtype_name(dtype) + " in, exact as TF32; ";
+    return text + " (tensor cores, mma.sync implicit GEMM; " + in +
+           (igemm::splits(dtype, plan.precision) ? "accurate: x and weights split hi+lo TF32, 3 products"
+                                                  : dtype == at::kFloat ? "tf32: x and weights rounded to TF32"
+                                                                        : "one TF32 product") +
+           ")";
+  }
   text += plan.kernel == KernelKind::kK4Planes ? " (tensor cores, wgmma" : " (tensor cores, mma.sync";
   text += plan.precision == Precision::kAccurate ? "; accurate: x fp16, weights split hi+lo fp16"
                                                  : "; tf32: x and weights fp16, 11 significant bits as TF32";

@@ -133,6 +133,13 @@ __device__ __forceinline__ void wait_for_prerequisite_grid() {
 
 // ---- mma.sync
 
+// v rounded to TF32 (nearest, ties away from zero), as the bit pattern the TF32 MMAs read.
+__device__ __forceinline__ uint32_t to_tf32(float v) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+  return r;
+}
+
 // Not volatile: the compiler may interleave independent MMAs (a dependent pair back to back stalls
 // on the tensor pipe's latency; ncu counted 2.6 'wait' stall cycles per issued instruction).
 // d += a * b, m16n8k8, TF32 operands (a as TF32 bit patterns in floats), float accumulators.

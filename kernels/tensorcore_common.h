@@ -41,11 +41,7 @@ constexpr float kHalfSmallest = 1.f / 1024.f;  // below, fp16 keeps too few bits
 
 // ---- operand conversion
 
-__device__ __forceinline__ uint32_t to_tf32(float v) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
-  return r;
-}
+using ptx::to_tf32;
 
 __device__ __forceinline__ uint32_t half_pair(float low, float high) {
   const __half2 h = __floats2half2_rn(low, high);

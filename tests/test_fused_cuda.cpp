@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <iostream>
 #include <random>
 
@@ -50,10 +51,10 @@ TEST_F(FusedCuda, StandardLayerOnThreeInputDistributions) {
   expect_matches_references(layer, random_input(spec, gen) + 5.0, cuda_, kFloat32Bound);
 }
 
-// Spatial sizes where the tensor-core path's last row and column tiles overlap their neighbours
+// Spatial sizes where the kernel-4x4x4 path's last row and column tiles overlap their neighbours
 // by different amounts (1, 3, 9 rows; 0, 11 columns: more than 8 masks both of a lane's columns).
-// The tf32 mode takes the tensor-core path at these sizes; the accurate mode, below 8192 output
-// positions per sample, the float32 kernel (its bound then holds either way).
+// The tf32 mode takes the kernel-4x4x4 path at these sizes; the accurate mode, below 8192 output
+// positions per sample, the implicit-GEMM kernel (tensor cores too).
 // A random layer and input of `spec`: the tensor-core path must take it (tf32 mode), and each mode
 // asked for must match native and float64.
 void expect_tensorcore_path_matches(const LayerSpec& spec, at::Generator& gen, at::Device cuda, bool accurate_too) {
@@ -137,18 +138,26 @@ TEST_F(FusedCuda, InputsOutsideHalfRangeKeepTheirAccuracy) {
 }
 
 // Inputs on an offset: x = L * (1 + s * U[0,1)) and L * (1 + s * N(0,1)) for levels L from 1e-3
-// to 1e4 and spreads s down to 1e-6 of the level, the standard layer in both modes on both
-// tensor-core kernels (B = 64 the planes kernel, B = 2 the mma.sync kernel), against float64.
-// Rounding x itself is systematic there (the accurate mode gave 1.65e-5 at L = 0.5, s = 2e-4); the
-// kernels round x - x[n, c, 0, 0, 0] and add the pivots' contribution back (k4_sample_terms.h).
+// to 1e4 and spreads s down to 1e-6 of the level, in both modes on every tensor-core kernel (the
+// standard layer at B = 64 the planes kernel, at B = 2 the mma.sync kernel; kernel 3 with padding
+// the implicit-GEMM kernel), against float64. Rounding x itself is systematic there (the accurate
+// mode gave 1.65e-5 at L = 0.5, s = 2e-4, with x in fp16): the kernel-4x4x4 kernels round
+// x - x[n, c, 0, 0, 0] and add the pivots' contribution back (k4_sample_terms.h); the implicit-GEMM
+// kernel's accurate mode keeps 22 bits of x by its hi + lo split.
 TEST_F(FusedCuda, OffsetAndScaledInputsKeepTheModesBounds) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(24);
-  for (const int64_t batch : {int64_t{64}, int64_t{2}}) {
-    const LayerSpec spec{batch, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
+  using T3 = std::array<int64_t, 3>;
+  const struct {
+    LayerSpec spec;
+    KernelKind kernel;
+  } cases[] = {{{64, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true}, KernelKind::kK4Planes},
+               {{2, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true}, KernelKind::kK4Mma},
+               {{4, 3, 16, 4, {3, 3, 3}, {16, 32, 32}, true, true, T3{1, 1, 1}, T3{1, 1, 1}}, KernelKind::kIgemm}};
+  for (const auto& [spec, kernel] : cases) {
+    const int64_t batch = spec.batch;
     const FusedLayer layer_cpu = random_layer(spec, gen);
     const FusedLayer layer = layer_to(layer_cpu, cuda_, at::kFloat);
     const FusedLayer layer64 = layer_to(layer_cpu, cuda_, at::kDouble);
-    const KernelKind kernel = batch == 64 ? KernelKind::kK4Planes : KernelKind::kK4Mma;
     for (const double level : {1e-3, 1e-1, 1.0, 1e2, 1e4})
       for (const double spread : {1.0, 1e-2, 1e-4, 1e-6})
         for (const bool normal : {false, true}) {
@@ -157,7 +166,7 @@ TEST_F(FusedCuda, OffsetAndScaledInputsKeepTheModesBounds) {
           const at::Tensor f64 = native_forward(x.to(at::kDouble), layer64);
           for (const auto& [precision, bound] :
                {std::pair{Precision::kAccurate, kFloat32Bound}, std::pair{Precision::kTF32, kTF32Bound}}) {
-            SCOPED_TRACE("B " + std::to_string(batch) + " level " + std::to_string(level) + " spread " +
+            SCOPED_TRACE(std::string(kernel_id(kernel)) + " B " + std::to_string(batch) + " level " + std::to_string(level) + " spread " +
                          std::to_string(spread) + (normal ? " normal" : " uniform") +
                          (precision == Precision::kTF32 ? " tf32" : " accurate"));
             ASSERT_EQ(fused_plan(x, layer, precision).kernel, kernel);
@@ -228,32 +237,50 @@ TEST_F(FusedCuda, BitwiseIdenticalAcrossRuns) {
   const at::Tensor x = random_input(spec, gen).to(cuda_);
   const at::Tensor first = fused_forward(x, layer);
   for (int i = 0; i < 100; ++i) ASSERT_TRUE(at::equal(fused_forward(x, layer), first)) << "run " << i;
-  // The general kernel too, with every conv setting in play.
+  // The implicit-GEMM kernel too, with every conv setting in play.
   const LayerSpec general = shape_matrix().back();
   const FusedLayer general_layer = layer_to(random_layer(general, gen), cuda_, at::kFloat);
   const at::Tensor general_x = random_input(general, gen).to(cuda_);
   const at::Tensor general_first = fused_forward(general_x, general_layer);
   for (int i = 0; i < 100; ++i)
-    ASSERT_TRUE(at::equal(fused_forward(general_x, general_layer), general_first)) << "general, run " << i;
+    ASSERT_TRUE(at::equal(fused_forward(general_x, general_layer), general_first)) << "implicit GEMM, run " << i;
 }
 
-TEST_F(FusedCuda, NonContiguousInputGivesTheSameBits) {
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(13);
-  const LayerSpec spec{3, 3, 16, 4, {4, 4, 4}, {9, 10, 11}, true, true};
-  const FusedLayer layer = layer_to(random_layer(spec, gen), cuda_, at::kFloat);
-  const at::Tensor wide = at::rand({3, 3, 9, 10, 15}, gen).to(cuda_);
-  const at::Tensor strided = wide.slice(4, 2, 13);
-  ASSERT_FALSE(strided.is_contiguous());
-  EXPECT_TRUE(at::equal(fused_forward(strided, layer), fused_forward(strided.contiguous(), layer)));
-  const at::Tensor channels_last = strided.contiguous(at::MemoryFormat::ChannelsLast3d);
-  ASSERT_FALSE(channels_last.is_contiguous());
-  EXPECT_TRUE(at::equal(fused_forward(channels_last, layer), fused_forward(strided.contiguous(), layer)));
+// Layers beyond the shape matrix on the implicit-GEMM kernel, in both modes against native and
+// float64: many channels (K of 864 and 432: 54 and 27 pipeline slices), 130 channels (three blocks
+// of 64, the last mostly padding), kernel 1, kernel 7 with padding 3, a kernel of 576 taps,
+// depthwise (one channel per conv group: n-tiles of 8 for 1 channel), and a batch whose tiles
+// split its positions unevenly.
+TEST_F(FusedCuda, ImplicitGemmLayersInBothModes) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(25);
+  using T3 = std::array<int64_t, 3>;
+  std::vector<LayerSpec> specs = {
+      {2, 32, 64, 8, {3, 3, 3}, {8, 12, 12}, true, true},
+      {2, 16, 130, 10, {3, 3, 3}, {6, 8, 8}, true, true},
+      {2, 32, 64, 16, {1, 1, 1}, {6, 8, 10}, false, true},
+      {2, 4, 16, 4, {7, 7, 7}, {9, 10, 11}, true, true, T3{1, 1, 1}, T3{3, 3, 3}},
+      {2, 2, 12, 3, {9, 8, 8}, {11, 10, 12}, true, true},
+      {2, 32, 32, 8, {3, 3, 3}, {8, 9, 10}, true, true, T3{1, 1, 1}, T3{1, 1, 1}, T3{1, 1, 1}, 32},
+      {37, 3, 16, 4, {3, 3, 3}, {16, 32, 32}, true, true},
+  };
+  for (const LayerSpec& spec : shape_matrix())
+    if (spec.kernel != std::array<int64_t, 3>{4, 4, 4}) specs.push_back(spec);
+  for (const LayerSpec& spec : specs) {
+    SCOPED_TRACE(to_string(spec));
+    const FusedLayer layer = random_layer(spec, gen);
+    const at::Tensor x = random_input(spec, gen);
+    for (const Precision precision : {Precision::kAccurate, Precision::kTF32})
+      ASSERT_EQ(fused_plan(x.to(cuda_), layer_to(layer, cuda_, at::kFloat), precision).kernel, KernelKind::kIgemm);
+    expect_matches_references(layer, x, cuda_, kFloat32Bound, Precision::kAccurate);
+    expect_matches_references(layer, x, cuda_, kTF32Bound, Precision::kTF32);
+  }
 }
 
 // At least 200 random layers and inputs a run, from a seed printed (and settable with
 // FUSED3D_SWEEP_SEED) so any failure reproduces: channels, kernel sizes per axis, groups, eps,
 // bias and affine drawn at random over what the fused kernels accept, a fifth of them in the
-// tensor-core path's shape (kernel 4, 16 channels). Checked against float64 on the GPU:
+// kernel-4x4x4 kernels' shape (kernel 4, 16 channels), the others on the implicit-GEMM kernel; the
+// share per kernel is printed. Checked against float64 on the GPU:
 //   ||out - ref|| <= bound * ||ref|| + 1e-6 * sqrt(numel)
 // The absolute term covers layers whose exact output is 0 (one channel per group, no affine: the
 // mean of a normalized channel), where float32 leaves ~1e-7 per element and a relative error means
@@ -267,6 +294,7 @@ TEST_F(FusedCuda, RandomizedSweepAgainstFloat64) {
   const auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   constexpr int kConfigs = 200;
   int tensorcore = 0;
+  std::map<std::string, int> per_kernel;
   for (int i = 0; i < kConfigs; ++i) {
     LayerSpec s{};
     const bool tc_shape = i % 5 == 0;
@@ -298,8 +326,10 @@ TEST_F(FusedCuda, RandomizedSweepAgainstFloat64) {
     const at::Tensor x = random_input(s, gen);
     const Precision precision = pick(0, 1) ? Precision::kAccurate : Precision::kTF32;
     const FusedLayer on_gpu = layer_to(layer, cuda_, at::kFloat);
-    const bool tc = on_tensor_cores(fused_plan(x.to(cuda_), on_gpu, precision));
+    const Plan plan = fused_plan(x.to(cuda_), on_gpu, precision);
+    const bool tc = on_tensor_cores(plan);
     tensorcore += tc;
+    ++per_kernel[kernel_id(plan.kernel)];
     const double bound = tc && precision == Precision::kTF32 ? kTF32Bound : kFloat32Bound;
     at::Tensor out = at::full({s.batch, s.cout}, NAN, x.options().device(cuda_));
     fused_forward_out(x.to(cuda_), on_gpu, precision, out);
@@ -307,10 +337,14 @@ TEST_F(FusedCuda, RandomizedSweepAgainstFloat64) {
     const double err = (out.cpu().to(at::kDouble) - ref).norm().item<double>();
     const double allowed = bound * ref.norm().item<double>() + 1e-6 * std::sqrt(double(ref.numel()));
     ASSERT_LE(err, allowed) << "config " << i << " of seed " << seed << ": " << to_string(s) << " eps " << layer.eps
-                            << (tc ? " tensor-core" : " general") << (precision == Precision::kTF32 ? " tf32" : " accurate");
+                            << " " << kernel_id(plan.kernel) << (precision == Precision::kTF32 ? " tf32" : " accurate");
   }
-  std::cout << "[ sweep    ] " << kConfigs << " configurations, " << tensorcore << " on the tensor-core path" << std::endl;
-  EXPECT_GE(tensorcore, kConfigs / 20);
+  std::cout << "[ sweep    ] " << kConfigs << " configurations:";
+  for (const auto& [kernel, count] : per_kernel) std::cout << " " << kernel << " " << count;
+  std::cout << std::endl;
+  // Kernels of up to 7 per axis: every configuration takes a tensor-core kernel on sm_80 on.
+  EXPECT_EQ(tensorcore, kConfigs);
+  EXPECT_GE(per_kernel["igemm"], kConfigs / 2);
 }
 
 TEST_F(FusedCuda, Float16AndBFloat16ComputeInFloat32) {
@@ -323,7 +357,7 @@ TEST_F(FusedCuda, Float16AndBFloat16ComputeInFloat32) {
     }
 }
 
-// Both paths, both modes: the tensor-core path (standard layer) and the general one (kernel 3).
+// Both modes on the kernel-4x4x4 path (standard layer) and the implicit-GEMM kernel (kernel 3).
 TEST_F(FusedCuda, NanAndInfPropagateAsInPyTorch) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(20);
   const LayerSpec standard{4, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true};
@@ -333,7 +367,7 @@ TEST_F(FusedCuda, NanAndInfPropagateAsInPyTorch) {
   for (const Precision precision : {Precision::kAccurate, Precision::kTF32}) {
     const double bound = precision == Precision::kTF32 ? kTF32Bound : kFloat32Bound;
     expect_special_values_propagate_as_native(standard, cuda_, precision, bound, gen);
-    expect_special_values_propagate_as_native(general, cuda_, precision, kFloat32Bound, gen);
+    expect_special_values_propagate_as_native(general, cuda_, precision, bound, gen);
   }
 }
 
@@ -382,8 +416,10 @@ TEST_F(FusedCuda, InputOverTwoToThe31Elements) {
       const at::Tensor samples = x.slice(0, first, first + 5);
       const at::Tensor alone = expect_matches_references(layer_cpu, samples.cpu(), cuda_, c.bound, c.precision);
       // Five samples alone take the mma.sync kernel; the whole batch, at the standard shape, the
-      // wgmma planes kernel: the same bits only where both runs take the same kernel.
-      if (fused_plan(samples, layer, c.precision).kernel == fused_plan(x, layer, c.precision).kernel)
+      // wgmma planes kernel; the implicit-GEMM kernel splits a sample's positions into fewer tiles
+      // where the batch fills the GPU: the same bits only where both runs have the same plan.
+      const Plan alone_plan = fused_plan(samples, layer, c.precision), batch_plan = fused_plan(x, layer, c.precision);
+      if (alone_plan.kernel == batch_plan.kernel && alone_plan.tiles == batch_plan.tiles)
         EXPECT_TRUE(at::equal(out.slice(0, first, first + 5), alone));
       const at::Tensor f64 = native_forward(samples.cpu().to(at::kDouble), layer_to(layer_cpu, at::kCPU, at::kDouble));
       EXPECT_LE(relative_l2(out.slice(0, first, first + 5), f64), c.bound) << "the whole batch's run vs float64";

@@ -1,8 +1,10 @@
 // The index arithmetic of the tensor-core kernels, on the host: the mma.sync kernel's walk over
 // work items, how the planes kernel shares a batch's output planes among blocks and numbers their
-// pair and input planes, and the weight layouts against the PTX fragment layouts (the tensor cores
+// pair and input planes, the weight layouts against the PTX fragment layouts (the tensor cores
 // read the packed weights by these formulas; a wrong permute would pass no GPU test at some shapes
-// and every one at others). Runs everywhere, CI included.
+// and every one at others), and the implicit-GEMM kernel's gather and weights against libtorch's
+// conv3d. Runs everywhere, CI included.
+#include "conv3d_igemm.h"
 #include "conv3d_k4_mma.h"
 #include "conv3d_k4_planes.h"
 #include "k4_geometry.h"
@@ -185,6 +187,107 @@ TEST(Indexing, TensorcoreWeightsFollowTheFragmentLayouts) {
             }
     }
   }
+}
+
+// The implicit-GEMM kernel's GEMM, built on the host from its own index functions (row_of,
+// column_of, inside: conv3d_igemm.h) and packed weights (hi + lo), in double, against libtorch's
+// conv3d in double: every layer of the shape matrix (padding edges, more padding than the kernel
+// reaches, stride, dilation, conv groups, depthwise) and channel counts that take each n-tile width
+// and several channel blocks. The kernel reads A[m, k] at row.offset + column.offset from the conv
+// group's first input element where the layer has no padding or inside() holds, and 0 elsewhere;
+// W[k, c] from block c / N, column c % N. Also: without padding every column of every position is
+// inside; the columns past K read nothing (padded) or an element the row reads at k = 0; the
+// padding of W is zero.
+TEST(Indexing, ImplicitGemmGatherAndWeightsReproduceConv3d) {
+  using T3 = std::array<int64_t, 3>;
+  std::vector<LayerSpec> specs = shape_matrix();
+  specs.push_back({1, 2, 130, 13, {3, 3, 3}, {5, 6, 7}, true, true, T3{1, 1, 1}, T3{1, 0, 1}});  // 3 blocks of 64
+  specs.push_back({1, 4, 40, 4, {1, 3, 5}, {4, 7, 9}, false, true, T3{2, 1, 2}, T3{0, 1, 2}, T3{1, 2, 1}, 2});
+  specs.push_back({1, 6, 6, 6, {3, 3, 3}, {5, 5, 5}, true, true, T3{1, 1, 1}, T3{1, 1, 1}, T3{1, 1, 1}, 6});
+  specs.push_back({1, 4, 8, 2, {2, 3, 2}, {7, 9, 8}, true, true, T3{3, 2, 1}, T3{0, 0, 0}, T3{2, 1, 3}, 2});
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(42);
+  for (LayerSpec spec : specs) {
+    spec.batch = 1;
+    SCOPED_TRACE(to_string(spec));
+    const FusedLayer layer = random_layer(spec, gen);
+    const at::Tensor x = random_input(spec, gen).to(at::kDouble);
+    const igemm::Geometry g = igemm::geometry(x, layer);
+    const igemm::IgemmWeights packed = igemm::pack_weights(layer, Precision::kAccurate);
+    ASSERT_TRUE(packed.lo.defined());
+    const int n = 8 * packed.n_tiles;
+    const int64_t groups = layer.conv_groups, per_group = layer.out_channels() / groups;
+    const int64_t cin_g = layer.in_channels();
+    ASSERT_EQ(g.k_total, cin_g * g.taps);
+    ASSERT_EQ(g.padded, (spec.padding != T3{0, 0, 0}));
+    ASSERT_EQ(packed.blocks, (per_group + n - 1) / n);
+    ASSERT_GE(n, std::min<int64_t>(per_group, 64)) << "one block takes a group of up to 64 channels";
+    const int64_t k_padded = packed.hi.size(1);
+    ASSERT_EQ(k_padded % igemm::Traits::kBlockK, 0);
+    ASSERT_GE(k_padded, g.k_total);
+    const at::Tensor w = (packed.hi.to(at::kDouble) + packed.lo.to(at::kDouble));
+    const auto wa = w.accessor<double, 3>();
+    const auto xa = x.accessor<double, 5>();
+    const double* xd = x.data_ptr<double>();
+    const auto bias = packed.bias.accessor<float, 2>();
+    for (int64_t b = 0; b < w.size(0); ++b)  // zero padding of W: channels past the group's, K past k_total
+      for (int64_t k = 0; k < k_padded; ++k)
+        for (int c = 0; c < n; ++c)
+          if ((b % packed.blocks) * n + c >= per_group || k >= g.k_total) ASSERT_EQ(wa[b][k][c], 0.0);
+    const at::Tensor ref = at::conv3d(x, layer.weight.to(at::kDouble), layer.bias.defined() ? layer.bias.to(at::kDouble) : at::Tensor(),
+                                      layer.stride, layer.padding, layer.dilation, groups)
+                               .reshape({layer.out_channels(), g.positions});
+    const auto ra = ref.accessor<double, 2>();
+    const int channel_stride = g.d * g.h * g.w;
+    std::vector<double> a(k_padded);
+    for (int m = 0; m < g.positions; ++m) {
+      const igemm::Row row = igemm::row_of(g, m);
+      for (int64_t group = 0; group < groups; ++group) {
+        const double* xs = xd + group * cin_g * channel_stride;
+        for (int k = 0; k < k_padded; ++k) {
+          const igemm::Column c = igemm::column_of(g, k);
+          const bool in = igemm::inside(g, row, c);
+          if (!g.padded) ASSERT_TRUE(in) << "without padding every column is inside, k " << k;
+          a[k] = in ? xs[row.offset + c.offset] : 0.0;
+          if (k >= g.k_total) {
+            if (in) ASSERT_EQ(a[k], a[0]) << "a column past K reads the row's own first element";
+            continue;
+          }
+          const int ci = static_cast<int>(k / g.taps);
+          if (in)  // the offset names the element the coordinates name
+            ASSERT_EQ(a[k], xa[0][group * cin_g + ci][row.z + c.dz][row.y + c.dy][row.x + c.dx]) << "k " << k;
+        }
+        for (int64_t c = 0; c < per_group; ++c) {
+          const int64_t block = group * packed.blocks + c / n;
+          double sum = bias[block][c % n];
+          for (int64_t k = 0; k < k_padded; ++k) sum += a[k] * wa[block][k][c % n];
+          const double want = ra[group * per_group + c][m];
+          ASSERT_NEAR(sum, want, 1e-6 * (1.0 + std::abs(want))) << "position " << m << " channel " << group * per_group + c;
+        }
+      }
+    }
+  }
+}
+
+// The TF32 parts: hi has TF32's 10 stored mantissa bits, lo carries what hi lost to within 2^-22
+// of the weight, and the products split only for float32 in the accurate mode.
+TEST(Indexing, ImplicitGemmWeightPartsAreTf32) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(43);
+  const LayerSpec spec{1, 5, 24, 4, {3, 3, 3}, {5, 5, 5}, true, true};
+  const FusedLayer layer = random_layer(spec, gen);
+  const igemm::IgemmWeights packed = igemm::pack_weights(layer, Precision::kAccurate);
+  for (const at::Tensor& part : {packed.hi, packed.lo})
+    EXPECT_EQ(part.view(at::kInt).bitwise_and(0x1FFF).count_nonzero().item<int64_t>(), 0) << "low 13 bits zero";
+  const at::Tensor w = packed.hi.to(at::kDouble) + packed.lo.to(at::kDouble);
+  const at::Tensor exact = igemm::pack_weights(layer, Precision::kTF32).hi.to(at::kDouble);
+  EXPECT_FALSE(igemm::pack_weights(layer, Precision::kTF32).lo.defined());
+  const at::Tensor original = at::constant_pad_nd(layer.weight.reshape({24, -1}).t().to(at::kDouble),
+                                                  {0, 32 - 24, 0, packed.hi.size(1) - 135});
+  EXPECT_LE((w[0] - original).abs().max().item<double>(), std::ldexp(1.0, -22) * original.abs().max().item<double>());
+  EXPECT_LE((exact[0] - original).abs().max().item<double>(), std::ldexp(1.0, -11) * original.abs().max().item<double>());
+  EXPECT_TRUE(igemm::splits(at::kFloat, Precision::kAccurate));
+  EXPECT_FALSE(igemm::splits(at::kFloat, Precision::kTF32));
+  EXPECT_FALSE(igemm::splits(at::kHalf, Precision::kAccurate));
+  EXPECT_FALSE(igemm::splits(at::kBFloat16, Precision::kAccurate));
 }
 
 }  // namespace

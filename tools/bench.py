@@ -23,6 +23,7 @@ torch.compile compiles once per batch (minutes in all): --compile-batches says w
 """
 import argparse
 import contextlib
+import copy
 import csv
 import os
 import re
@@ -87,7 +88,8 @@ def backends(tf32, benchmark):
 
 def pytorch_options(model, compiled_batches, batch):
     """(name, callable taking x, tf32, cudnn.benchmark, channels_last) for PyTorch's ways to run it."""
-    cl = model.to(memory_format=torch.channels_last_3d)  # the same parameters, the other layout
+    # The same parameters in the other layout: Module.to converts in place, so on a copy.
+    cl = copy.deepcopy(model).to(memory_format=torch.channels_last_3d)
     options = [("eager fp32", model, False, False, False), ("eager tf32", model, True, True, False),
                ("channels_last tf32", cl, True, True, True)]
     for name, dtype in (("fp16 autocast", torch.float16), ("bf16 autocast", torch.bfloat16)):

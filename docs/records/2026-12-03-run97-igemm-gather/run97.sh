@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run 97: the implicit-GEMM kernel with its column table and branch-free gather: build, the whole
+# ctest suite, the standard layer in both modes, tools/bench_layers.py over the suite without
+# torch.compile.
+set -uo pipefail
+out=${OUT:-device-logs}; mkdir -p "$out"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+start=$(date +%s)
+( PYTHONPATH=tools python3 -c "import fused3d_torch; fused3d_torch.load_extension()" >"$out/ext_build.log" 2>&1
+  echo "extension build exit $? after $(( $(date +%s) - start )) s" ) &
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=python3 -DCMAKE_CUDA_ARCHITECTURES=90a \
+  >"$out/build.log" 2>&1 && cmake --build build >>"$out/build.log" 2>&1; echo "build exit $? after $(( $(date +%s) - start )) s"
+grep -E "error" "$out/build.log" | head
+wait
+timeout 260 ctest --test-dir build --output-on-failure -j 16 >"$out/ctest.log" 2>&1; echo "ctest exit $? after $(( $(date +%s) - start )) s"
+grep -E "tests passed|\(Failed\)|\(Skipped\)|Timeout|Not Run" "$out/ctest.log" | head -20
+grep -E "sweep    \]|Failure|Expected|Which is|fused vs|config " "$out/ctest.log" | head -30
+for p in accurate tf32; do
+  ./build/fused3d --precision $p --check --bench 50 2>&1 | grep -E "^  (fused|native) |relative L2" | tr -s ' '
+done | tee "$out/standard.log"
+left=$(( 575 - ($(date +%s) - start) ))
+PYTHONUNBUFFERED=1 timeout $left python3 tools/bench_layers.py --no-compile --runs 20 --out "$out/layers" \
+  >"$out/layers.log" 2>&1; echo "bench_layers exit $? after $(( $(date +%s) - start )) s"
+grep -E "^\| [a-z]" "$out/layers.log" | head -22 | cut -c1-400
+grep -E "Geometric" "$out/layers.log"
