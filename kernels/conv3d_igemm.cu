@@ -42,13 +42,16 @@
 #include <c10/cuda/CUDAException.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <limits>
+#include <type_traits>
 
 namespace fused3d::igemm {
 
 struct Params {
   const float* w_hi;  // (G * blocks, k_slices * kBlockK, N)
   const float* w_lo;  // the same, lo parts (split products only)
+  const uint16_t* w_half;  // float16 / bfloat16 models: (G * blocks, k_slices, N, kBlockK)
   const float* bias;  // (G * blocks, N)
   Moments<float>* partials;
   long long sample_stride;  // Cin * D * H * W
@@ -81,15 +84,26 @@ __device__ __forceinline__ Moments<float> shuffle_xor(const Moments<float>& m, i
 }
 
 // grid: (B * tiles, G * blocks). kPadded: the layer has zero padding (the gather tests bounds).
+// float32 x: m16n8k8 TF32 MMAs (kSplit: three per product); float16 / bfloat16 x: m16n8k16 MMAs
+// in that type on the values as they are (kHalf), A and W held as 16-bit patterns.
+// With 64 channels ptxas takes 192-212 registers, two blocks per SM; held to 168 (three blocks,
+// a few spilled bytes) the 64-channel layers ran 7-14% faster (H200); the narrower instances use
+// at most 150 and ran 5% slower under the same bound, so they keep the default.
 template <typename T, int kNTiles, bool kSplit, bool kPadded>
-__global__ void __launch_bounds__(Traits::kThreads)
+__global__ void __launch_bounds__(Traits::kThreads, kNTiles == Traits::kMaxNTiles ? 3 : 1)
     igemm_moments_kernel(const T* __restrict__ x, const Params p) {
+  constexpr bool kHalf = !std::is_same_v<T, float>;
+  static_assert(!(kHalf && kSplit), "16-bit inputs have exact products");
+  using Elem = std::conditional_t<kHalf, uint16_t, float>;  // A's elements as stored
   constexpr int kN = 8 * kNTiles;
   constexpr int kLdW = Traits::ld_w(kN);
   constexpr int kParts = kSplit ? 2 : 1;
   constexpr int kK = Traits::kBlockK;
-  __shared__ __align__(16) float a_s[Traits::kStages][Traits::kBlockM][Traits::kLdA];
-  __shared__ __align__(16) float w_s[Traits::kStages][kParts][kK][kLdW];
+  constexpr int kLdA = kHalf ? Traits::kLdHalf : Traits::kLdA;
+  // W's stage: float32 [part][k][kLdW] floats, or 16-bit [n][kLdHalf] halves (as 32-bit words).
+  constexpr int kWWords = kHalf ? kN * Traits::kLdHalf / 2 : kParts * kK * kLdW;
+  __shared__ __align__(16) Elem a_s[Traits::kStages][Traits::kBlockM][kLdA];
+  __shared__ __align__(16) float w_s[Traits::kStages][kWWords];
   __shared__ __align__(16) int4 columns[Traits::kStages][kK];  // slice s's Columns in slot s % 2
   __shared__ Moments<float> warp_moments[Traits::kWarps][kN];
 
@@ -118,17 +132,26 @@ __global__ void __launch_bounds__(Traits::kThreads)
       columns[s % Traits::kStages][threadIdx.x] = make_int4(c.offset, c.dz, c.dy, c.dx);
     }
   };
-  // W's slice s into stage `stage`: kK rows of kN floats per part, 16 bytes per copy.
+  // W's slice s into stage `stage`, 16 bytes per copy: float32 kK rows of kN floats per part;
+  // 16-bit kN rows of kK halves.
   const auto load_w = [&](int s, int stage) {
-    constexpr int kCopies = kK * kN / 4, kRounds = (kCopies + Traits::kThreads - 1) / Traits::kThreads;
+    constexpr int kCopies = kK * kN * sizeof(Elem) / 16, kRounds = (kCopies + Traits::kThreads - 1) / Traits::kThreads;
 #pragma unroll
     for (int part = 0; part < kParts; ++part) {
-      const float* w = (part == 0 ? p.w_hi : p.w_lo) + w_block + static_cast<size_t>(s) * kK * kN;
 #pragma unroll
       for (int round = 0; round < kRounds; ++round) {
         const int i = round * Traits::kThreads + static_cast<int>(threadIdx.x);
-        const int row = i / (kN / 4), col = (i - row * (kN / 4)) * 4;
-        if (kCopies % Traits::kThreads == 0 || i < kCopies) ptx::cp_async16(&w_s[stage][part][row][col], w + row * kN + col);
+        if (kCopies % Traits::kThreads != 0 && i >= kCopies) continue;
+        if constexpr (kHalf) {
+          const uint16_t* w = p.w_half + w_block + static_cast<size_t>(s) * kK * kN;
+          const int row = i / 2, piece = i % 2;  // two 8-half pieces per channel row
+          ptx::cp_async16(&w_s[stage][row * Traits::kLdHalf / 2 + piece * 4],
+                          reinterpret_cast<const float*>(w + row * kK + piece * 8));
+        } else {
+          const float* w = (part == 0 ? p.w_hi : p.w_lo) + w_block + static_cast<size_t>(s) * kK * kN;
+          const int row = i / (kN / 4), col = (i - row * (kN / 4)) * 4;
+          ptx::cp_async16(&w_s[stage][(part * kK + row) * kLdW + col], w + row * kN + col);
+        }
       }
     }
     ptx::cp_async_commit();
@@ -143,8 +166,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     const Row row = row_of(p.geo, min(m0 + static_cast<int>(threadIdx.x), p.geo.positions - 1));
     const T* row_base = xs + row.offset;  // before xs where the row's first tap is in the padding
 
-    // Row `row` of A's slice s, as floats, from the slice's column table.
-    float staged[kK];
+    // Row `row` of A's slice s (floats, or the 16-bit patterns), from the slice's column table.
+    Elem staged[kK];
     const auto gather = [&](int s) {
       const int4* table = columns[s % Traits::kStages];
 #pragma unroll
@@ -157,13 +180,24 @@ __global__ void __launch_bounds__(Traits::kThreads)
         if constexpr (kPadded)
           in = (static_cast<unsigned>(row.z + c.y) < d) & (static_cast<unsigned>(row.y + c.z) < h) &
                (static_cast<unsigned>(row.x + c.w) < w);
-        staged[i] = in ? static_cast<float>(row_base[static_cast<unsigned>(c.x)]) : 0.f;
+        if constexpr (kHalf)
+          staged[i] = in ? reinterpret_cast<const uint16_t*>(row_base)[static_cast<unsigned>(c.x)] : uint16_t{0};
+        else
+          staged[i] = in ? row_base[static_cast<unsigned>(c.x)] : 0.f;
       }
     };
     const auto store = [&](int stage) {
-      float4* dst = reinterpret_cast<float4*>(&a_s[stage][threadIdx.x][0]);
+      if constexpr (kHalf) {
+        uint4* dst = reinterpret_cast<uint4*>(&a_s[stage][threadIdx.x][0]);
+        const auto pair = [&](int i) { return uint32_t{staged[i]} | uint32_t{staged[i + 1]} << 16; };
 #pragma unroll
-      for (int i = 0; i < kK / 4; ++i) dst[i] = make_float4(staged[4 * i], staged[4 * i + 1], staged[4 * i + 2], staged[4 * i + 3]);
+        for (int i = 0; i < kK / 8; ++i) dst[i] = make_uint4(pair(8 * i), pair(8 * i + 2), pair(8 * i + 4), pair(8 * i + 6));
+      } else {
+        float4* dst = reinterpret_cast<float4*>(&a_s[stage][threadIdx.x][0]);
+#pragma unroll
+        for (int i = 0; i < kK / 4; ++i)
+          dst[i] = make_float4(staged[4 * i], staged[4 * i + 1], staged[4 * i + 2], staged[4 * i + 3]);
+      }
     };
 
     float acc[2][kNTiles][4];
@@ -195,6 +229,31 @@ __global__ void __launch_bounds__(Traits::kThreads)
         gather(s + 1);  // global loads in flight while the slice is multiplied
       }
       if (s + 2 < p.k_slices) write_columns(s + 2);  // slot s % 2: slice s's table, read before the last barrier
+      if constexpr (kHalf) {
+        // One m16n8k16 step: rows r, r + 8 at k = 2t (+1) and 2t + 8 (+9), as 32-bit pairs.
+        const auto* a_words = reinterpret_cast<const uint32_t*>(&a_s[stage][0][0]);
+        const auto* w_words = reinterpret_cast<const uint32_t*>(&w_s[stage][0]);
+        constexpr int kRowWords = Traits::kLdHalf / 2;
+        uint4 a[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const int r = warp * Traits::kWarpM + i * 16 + group_row;
+          a[i] = make_uint4(a_words[r * kRowWords + quad], a_words[(r + 8) * kRowWords + quad],
+                            a_words[r * kRowWords + quad + 4], a_words[(r + 8) * kRowWords + quad + 4]);
+        }
+#pragma unroll
+        for (int j = 0; j < kNTiles; ++j) {
+          const int c = j * 8 + group_row;
+          const uint2 b = make_uint2(w_words[c * kRowWords + quad], w_words[c * kRowWords + quad + 4]);
+#pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            if constexpr (std::is_same_v<T, at::Half>)
+              ptx::mma_f16(acc[i][j], a[i], b);
+            else
+              ptx::mma_bf16(acc[i][j], a[i], b);
+          }
+        }
+      } else {
 #pragma unroll
       for (int k8 = 0; k8 < kK; k8 += 8) {
         float4 a_hi[2], a_lo[2];
@@ -219,10 +278,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
 #pragma unroll
         for (int j = 0; j < kNTiles; ++j) {
           const int c = j * 8 + group_row;
-          const uint32_t w0 = __float_as_uint(w_s[stage][0][k8 + quad][c]);
-          const uint32_t w1 = __float_as_uint(w_s[stage][0][k8 + quad + 4][c]);
-          const uint32_t l0 = __float_as_uint(w_s[stage][kParts - 1][k8 + quad][c]);
-          const uint32_t l1 = __float_as_uint(w_s[stage][kParts - 1][k8 + quad + 4][c]);
+          const auto w_at = [&](int part, int k) { return __float_as_uint(w_s[stage][(part * kK + k) * kLdW + c]); };
+          const uint32_t w0 = w_at(0, k8 + quad), w1 = w_at(0, k8 + quad + 4);
+          const uint32_t l0 = w_at(kParts - 1, k8 + quad), l1 = w_at(kParts - 1, k8 + quad + 4);
 #pragma unroll
           for (int i = 0; i < 2; ++i) {
             if constexpr (kSplit) {
@@ -232,6 +290,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
             ptx::mma_tf32(acc[i][j], a_hi[i], w0, w1);
           }
         }
+      }
       }
       if (more) store(stage ^ 1);
       ptx::cp_async_wait<0>();
@@ -379,6 +438,11 @@ IgemmWeights pack_weights(const FusedLayer& l, Precision precision) {
   const at::Tensor wt = w.reshape({groups * packed.blocks, n, k_padded}).transpose(1, 2).contiguous();
   packed.hi = k4::round_to_tf32(wt);
   if (splits(l.weight.scalar_type(), precision)) packed.lo = k4::round_to_tf32(wt - packed.hi);
+  if (l.weight.scalar_type() != at::kFloat)  // (G * blocks, N, K padded) -> (G * blocks, slices, N, kBlockK)
+    packed.half = w.reshape({groups * packed.blocks, n, k_padded / Traits::kBlockK, Traits::kBlockK})
+                      .permute({0, 2, 1, 3})
+                      .to(l.weight.scalar_type())
+                      .contiguous();
   const at::Tensor b = l.bias.defined() ? l.bias.to(at::kFloat).reshape({groups, per_group})
                                         : at::zeros({groups, per_group}, l.weight.options().dtype(at::kFloat));
   packed.bias = at::constant_pad_nd(b, {0, padded_channels - per_group}).reshape({groups * packed.blocks, n}).contiguous();
@@ -403,6 +467,7 @@ void launch(const at::Tensor& x, const FusedLayer& layer, const IgemmWeights& we
   Params p{};
   p.w_hi = weights.hi.data_ptr<float>();
   p.w_lo = weights.lo.defined() ? weights.lo.data_ptr<float>() : nullptr;
+  p.w_half = weights.half.defined() ? static_cast<const uint16_t*>(weights.half.data_ptr()) : nullptr;
   p.bias = weights.bias.data_ptr<float>();
   p.partials = reinterpret_cast<Moments<float>*>(partials.data_ptr<float>());
   p.geo = geometry(x, layer);

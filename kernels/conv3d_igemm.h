@@ -33,12 +33,17 @@ struct Traits {
   // columns k = t, t + 4 (t = lane % 4) of rows m = lane / 4 (+ 8): with a pitch of 20 words the 32
   // lanes fall in 32 banks, and so do the float4 stores of each 8 threads.
   static constexpr int kLdA = kBlockK + 4;
+  // float16 / bfloat16 inputs: A as [m][k] halves, kBlockK = one m16n8k16 step; fragments read the
+  // 32-bit pairs k = 2t, 2t + 8 of rows m = lane / 4 (+ 8), and W is [n][k] the same way: a pitch
+  // of 12 words (24 halves) puts the lanes in 32 banks.
+  static constexpr int kLdHalf = kBlockK + 8;
   // W is [k][n]: the fragment pattern (k = t, n = lane / 4) wants a pitch of 8 or 24 mod 32 words.
   static constexpr int ld_w(int n) { return n % 16 == 0 ? n + 8 : n; }
   static_assert(kThreads % 32 == 0 && kWarpM == 32, "a warp takes two m16 tiles");
   static_assert(kBlockK % 8 == 0, "whole m16n8k8 steps");
   static_assert(kBlockK % 4 == 0 && kLdA % 4 == 0, "A rows are stored as float4s");
   static_assert(kLdA == 20 || kLdA == 36, "conflict-free A fragments and stores");
+  static_assert(kBlockK == 16 && kLdHalf / 2 % 32 == 12, "one m16n8k16 step per slice, conflict-free half fragments");
 };
 static_assert(Traits::ld_w(8) % 32 == 8 && Traits::ld_w(16) % 32 == 24 && Traits::ld_w(32) % 32 == 8 &&
                   Traits::ld_w(64) % 32 == 8,
@@ -101,13 +106,15 @@ Geometry geometry(const at::Tensor& x, const FusedLayer& layer);
 struct IgemmWeights {
   at::Tensor hi;    // (G * blocks, K padded to kBlockK, 8 * n_tiles) float32, TF32-rounded; zero padding
   at::Tensor lo;    // the same for weight - hi (accurate mode on float32), else undefined
+  at::Tensor half;  // float16 / bfloat16 models: (G * blocks, K slices, 8 * n_tiles, kBlockK) in their dtype
   at::Tensor bias;  // (G * blocks, 8 * n_tiles) float32, zeros where the conv has no bias
   int n_tiles = 0;  // n8 tiles per block: 1, 2, 4 or 8
   int blocks = 0;   // channel blocks per conv group
 };
 
 // Whether the products split into hi and lo parts: float32 in the accurate mode. float16 and
-// bfloat16 values are exact in TF32, so one product is exact for them in either mode.
+// bfloat16 inputs go to the tensor cores as they are (m16n8k16 in their type, float accumulators):
+// their products are exact in either mode.
 bool splits(at::ScalarType dtype, Precision precision);
 
 IgemmWeights pack_weights(const FusedLayer& layer, Precision precision);

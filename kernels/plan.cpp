@@ -51,11 +51,11 @@ std::string describe(const Plan& plan, at::ScalarType dtype) {
     return text + (dtype == at::kFloat ? " (float32 on CUDA cores)"
                                        : " (" + dtype_name(dtype) + " in, float32 on CUDA cores)");
   if (plan.kernel == KernelKind::kIgemm) {
-    const std::string in = dtype == at::kFloat ? "" : dtype_name(dtype) + " in, exact as TF32; ";
-    return text + " (tensor cores, mma.sync implicit GEMM; " + in +
+    if (dtype != at::kFloat)
+      return text + " (tensor cores, mma.sync implicit GEMM; " + dtype_name(dtype) + " MMAs on x as it is, exact products)";
+    return text + " (tensor cores, mma.sync implicit GEMM; " +
            (igemm::splits(dtype, plan.precision) ? "accurate: x and weights split hi+lo TF32, 3 products"
-                                                  : dtype == at::kFloat ? "tf32: x and weights rounded to TF32"
-                                                                        : "one TF32 product") +
+                                                  : "tf32: x and weights rounded to TF32") +
            ")";
   }
   text += plan.kernel == KernelKind::kK4Planes ? " (tensor cores, wgmma" : " (tensor cores, mma.sync";

@@ -160,6 +160,14 @@ __device__ __forceinline__ void mma_f16(float (&d)[4], const uint4& a, const uin
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b.x), "r"(b.y));
 }
+// d += a * b, m16n8k16, bfloat16 operands, float accumulators.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint4& a, const uint2& b) {
+  asm(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b.x), "r"(b.y));
+}
 // d = a * b + {c.x, c.x, c.y, c.y}: an accumulator's first MMA starts from the bias (rows g and
 // g + 8) instead of 8 moves per output row (80 per thread and work item in the mma.sync kernel).
 __device__ __forceinline__ void mma_f16_from(float (&d)[4], const uint4& a, const uint2& b, const float2& c) {

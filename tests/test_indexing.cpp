@@ -284,6 +284,19 @@ TEST(Indexing, ImplicitGemmWeightPartsAreTf32) {
                                                   {0, 32 - 24, 0, packed.hi.size(1) - 135});
   EXPECT_LE((w[0] - original).abs().max().item<double>(), std::ldexp(1.0, -22) * original.abs().max().item<double>());
   EXPECT_LE((exact[0] - original).abs().max().item<double>(), std::ldexp(1.0, -11) * original.abs().max().item<double>());
+  // float16 / bfloat16 models: W as (block, slice, channel, k) in their dtype, the same values.
+  for (const at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const FusedLayer half_layer = layer_to(layer, at::kCPU, dtype);
+    const igemm::IgemmWeights h = igemm::pack_weights(half_layer, Precision::kAccurate);
+    ASSERT_FALSE(h.lo.defined());
+    ASSERT_EQ(h.half.scalar_type(), dtype);
+    const int64_t slices = h.hi.size(1) / igemm::Traits::kBlockK;
+    ASSERT_EQ(h.half.sizes(), at::IntArrayRef({h.hi.size(0), slices, h.hi.size(2), igemm::Traits::kBlockK}));
+    const at::Tensor from_hi = h.hi.reshape({h.hi.size(0), slices, igemm::Traits::kBlockK, h.hi.size(2)}).transpose(2, 3);
+    EXPECT_TRUE(at::equal(h.half.to(at::kFloat), from_hi)) << "the 16-bit layout holds W's values";
+    EXPECT_TRUE(at::equal(h.hi, igemm::pack_weights(layer_to(half_layer, at::kCPU, at::kFloat), Precision::kTF32).hi));
+  }
   EXPECT_TRUE(igemm::splits(at::kFloat, Precision::kAccurate));
   EXPECT_FALSE(igemm::splits(at::kFloat, Precision::kTF32));
   EXPECT_FALSE(igemm::splits(at::kHalf, Precision::kAccurate));
