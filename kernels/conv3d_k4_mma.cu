@@ -1,7 +1,7 @@
 // The mma.sync kernel: conv3d (kernel 4x4x4, 16 output channels, any Cin) -> bias -> hardswish ->
 // per-(sample, channel) moments, as an implicit GEMM on tensor cores through mma.sync. The
 // GroupNorm-mean epilogue follows in epilogue.cu; at B = 1 this kernel's last block runs it
-// (epilogue_in_last_block). OPTIMIZATION.md 4.2 explains the design and its measured choices.
+// (epilogue_in_last_block). OPTIMIZATION.md 4.3 explains the design and its measured choices.
 //
 // GEMM view, weights on the left: D[channel][position] += W[channel][k] * X[k][position], with
 // M = the 16 output channels, N = 8 consecutive output columns of one output row, and K = Cin*64

@@ -1,7 +1,7 @@
 // The wgmma planes kernel: conv3d of the standard layer's shape (kernel 4x4x4, 16 output channels,
 // 3 input channels, 32 x 32 input planes) -> bias -> hardswish -> per-(sample, channel) moments, on
 // tensor cores through wgmma (sm_90a), both precision modes. The GroupNorm-mean epilogue follows in
-// epilogue.cu. OPTIMIZATION.md 4.3 explains the design and its measured choices; from B =
+// epilogue.cu. OPTIMIZATION.md 4.4 explains the design and its measured choices; from B =
 // kMinBatch on it takes the standard layer from the mma.sync kernel (B = 1024, H200: accurate 0.418
 // -> 0.302 ms, tf32 0.293 -> 0.245).
 //

@@ -1,6 +1,6 @@
 // make_plan: which kernel runs a layer on the GPU, from what each kernel says it can take. The
 // kernel-4x4x4 tensor-core kernels take the layers they are specialized for (16 output channels,
-// float32; OPTIMIZATION.md 4.5 says when each runs and why); the implicit-GEMM kernel every other
+// float32; OPTIMIZATION.md 4.6 says when each runs and why); the implicit-GEMM kernel every other
 // on GPUs with TF32 tensor cores (sm_80 on); the general kernel every layer on older ones.
 #include "plan.h"
 

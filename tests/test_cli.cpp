@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -26,9 +27,18 @@ std::string slurp(const std::string& path) {
   return s.str();
 }
 
+std::string slurp_command(const std::string& command);
+
 int shell(const std::string& command) {
   const int status = std::system(command.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// What a shell command prints on stdout.
+std::string slurp_command(const std::string& command) {
+  const std::string file = ::testing::TempDir() + "/fused3d_cmd_" + std::to_string(getpid());
+  shell("(" + command + ") >" + file);
+  return slurp(file);
 }
 
 CliRun run_cli(const std::string& args) {
@@ -91,7 +101,7 @@ TEST(Cli, BadInputGivesOneLineAndExitCode2) {
       {"--precision fast", "--precision: must be accurate or tf32, got 'fast'"},
       {"--device tpu", "--device"},
       {"--model " + f + "/missing.pt", "cannot open model file"},
-      {"--input " + f + "/missing.pt", "cannot open tensor file"},
+      {"--input " + f + "/missing.pt", "does not exist"},
       {"--model " + f + "/standard_x.pt", "not a TorchScript model"},
       {"--model " + f + "/relu_model.pt", "has no hardswish"},
       {"--model " + f + "/scaled_output.pt", "returns something other than the mean"},
@@ -188,6 +198,106 @@ TEST(Cli, BitwiseIdenticalAcrossProcesses) {
                             files[0] + " " + files[1];
     EXPECT_EQ(shell(cmd), 0) << device;
   }
+}
+
+// Files under a fresh directory of the test's temporary one.
+std::string fresh_dir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/fused3d_" + name + "_" + std::to_string(getpid());
+  shell("rm -rf " + dir + " && mkdir -p " + dir);
+  return dir;
+}
+
+int count_files(const std::string& dir, const std::string& pattern) {
+  return std::stoi(slurp_command("ls " + dir + " | grep -c -e '" + pattern + "' || true"));
+}
+
+bool bitwise_equal(const std::string& a, const std::string& b) {
+  return shell(std::string(FUSED3D_PYTHON) +
+               " -c \"import sys, torch; sys.exit(0 if torch.equal(torch.load(sys.argv[1]), torch.load(sys.argv[2])) else 1)\" " +
+               a + " " + b) == 0;
+}
+
+// Many inputs, one command: a result per good input under its name, bitwise what a run on that
+// file alone writes; each bad file (not a tensor file, truncated, the wrong channel count) named
+// on stderr with its reason, the others done, exit 2, a summary line; no temporary file left.
+// A rerun with --skip-existing does only what is missing; two shards of two do everything once.
+TEST(Cli, ManyInputsOneResultEachBadFilesReported) {
+  const std::string f = FUSED3D_FIXTURE_DIR;
+  for (const std::string& device : devices()) {
+    SCOPED_TRACE(device);
+    const std::string in = fresh_dir("many_in_" + device), out = fresh_dir("many_out_" + device);
+    shell("cp " + f + "/standard_x.pt " + in + "/a.pt && cp " + f + "/standard_x.pt " + in + "/c.pt && cp " + f +
+          "/settings_x.pt " + in + "/wrong_channels.pt && echo nonsense > " + in + "/not_a_tensor.pt && head -c 3000 " +
+          f + "/standard_x.pt > " + in + "/truncated.pt");
+    const std::string model = " --model " + f + "/standard_scripted.pt --device " + device;
+    const CliRun r = run_cli(model + " --input " + in + " --output-dir " + out);
+    EXPECT_EQ(r.code, kExitUsage) << r.out << r.err;
+    for (const char* bad : {"not_a_tensor.pt", "truncated.pt", "wrong_channels.pt"})
+      EXPECT_NE(r.err.find(std::string(bad) + ": "), std::string::npos) << bad << "\n" << r.err;
+    EXPECT_NE(r.out.find("5 inputs: 2 written, 0 skipped (output exists), 3 failed"), std::string::npos) << r.out;
+    EXPECT_EQ(count_files(out, "\\.pt$"), 2) << slurp_command("ls " + out);
+    EXPECT_EQ(count_files(out, "tmp"), 0) << "no temporary file left";
+    const std::string alone = out + "_alone.pt";
+    ASSERT_EQ(run_cli(model + " --input " + in + "/a.pt --output " + alone).code, 0);
+    EXPECT_TRUE(bitwise_equal(out + "/a.pt", alone)) << "a result of many is what a single run gives";
+
+    shell("rm " + out + "/c.pt");
+    const CliRun again = run_cli(model + " --input '" + in + "/[ac].pt' --output-dir " + out + " --skip-existing");
+    EXPECT_EQ(again.code, 0) << again.err;
+    EXPECT_NE(again.out.find("2 inputs: 1 written, 1 skipped (output exists), 0 failed"), std::string::npos) << again.out;
+
+    const std::string sharded = fresh_dir("many_shards_" + device);
+    for (const char* share : {"0/2", "1/2"}) {
+      const CliRun s = run_cli(model + " --input " + in + "/a.pt " + in + "/c.pt --output-dir " + sharded + " --shard " + share);
+      EXPECT_EQ(s.code, 0) << s.err;
+      EXPECT_NE(s.out.find("1 input (share"), std::string::npos) << s.out;
+    }
+    EXPECT_EQ(count_files(sharded, "\\.pt$"), 2);
+    EXPECT_TRUE(bitwise_equal(sharded + "/c.pt", alone));
+  }
+}
+
+// An input in passes of one sample (as one larger than the GPU's free memory runs) gives the
+// whole run's result: bitwise on the CPU, within the mode's bound on the GPU (a pass of fewer
+// samples may take another kernel or tiling there); --check judges the passes' result.
+TEST(Cli, InputInPassesGivesTheWholeRunsResult) {
+  const std::string f = FUSED3D_FIXTURE_DIR;
+  for (const std::string& device : devices()) {
+    SCOPED_TRACE(device);
+    const std::string dir = fresh_dir("passes_" + device);
+    const std::string args = " --device " + device + " --model " + f + "/standard_scripted.pt --input " + f + "/standard_x.pt";
+    ASSERT_EQ(run_cli(args + " --output " + dir + "/whole.pt").code, 0);
+    const CliRun r = run_cli(args + " --max-batch 1 --check --output " + dir + "/passes.pt");
+    EXPECT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("in passes of 1 samples"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("PASS"), std::string::npos) << r.out;
+    if (device == "cpu")
+      EXPECT_TRUE(bitwise_equal(dir + "/passes.pt", dir + "/whole.pt"));
+    else
+      EXPECT_EQ(python_compare(dir + "/passes.pt", dir + "/whole.pt", 1e-5), 0);
+    EXPECT_EQ(run_cli(args + " --max-batch 1 --bench 2").code, kExitUsage) << "--bench takes the input whole";
+  }
+}
+
+// What the file options refuse, each as one line and exit 2; a result that cannot be put in place
+// leaves nothing behind.
+TEST(Cli, FileJobOptionsRefuseWhatTheyCannotDo) {
+  const std::string f = FUSED3D_FIXTURE_DIR;
+  const std::string model = " --device cpu --model " + f + "/standard_scripted.pt";
+  const std::string x = f + "/standard_x.pt";
+  for (const std::string& args : {" --input " + x + " " + x, " --input " + x + " --output-dir /tmp/o --output o.pt",
+                                  " --input " + x + " --shard 2/2 --output-dir /tmp/o", " --input " + x + " --skip-existing",
+                                  " --input '" + f + "/nothing*.pt' --output-dir /tmp/o",
+                                  " --input " + x + " --output-dir /tmp/o --bench 3"}) {
+    const CliRun r = run_cli(model + args);
+    EXPECT_EQ(r.code, kExitUsage) << args << "\n" << r.out << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << "\n" << r.err;
+  }
+  const std::string dir = fresh_dir("atomic");
+  shell("mkdir " + dir + "/result.pt");  // the result's name is taken by a directory: the rename fails
+  const CliRun r = run_cli(model + " --input " + x + " --output " + dir + "/result.pt");
+  EXPECT_EQ(r.code, kExitUsage) << r.out << r.err;
+  EXPECT_EQ(count_files(dir, "tmp"), 0) << slurp_command("ls " + dir);
 }
 
 TEST(Cli, BenchPrintsTimesAndSpeedup) {

@@ -10,7 +10,10 @@
 #include <torch/csrc/jit/serialization/storage_context.h>
 #include <torch/serialize.h>
 
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -77,12 +80,25 @@ at::Tensor load_tensor(const std::string& path, at::Allocator* allocator) {
   return t;
 }
 
+// Written to a temporary name beside the output and renamed over it when complete: a reader (or
+// a rerun that skips existing outputs) never sees a truncated file, whatever stops the write.
 void save_tensor(const std::string& path, const at::Tensor& t) {
   const std::vector<char> bytes = torch::pickle_save(t.cpu());
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  if (!file) throw InputError("cannot write output file '" + path + "': " + std::strerror(errno));
-  file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!file.flush()) throw InputError("cannot write output file '" + path + "'");
+  const std::string temporary = path + ".tmp-" + std::to_string(getpid());
+  {
+    std::ofstream file(temporary, std::ios::binary | std::ios::trunc);
+    if (!file) throw InputError("cannot write output file '" + path + "': " + std::strerror(errno));
+    file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!file.flush()) {
+      std::remove(temporary.c_str());
+      throw InputError("cannot write output file '" + path + "'");
+    }
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    std::remove(temporary.c_str());
+    throw InputError("cannot write output file '" + path + "': " + why);
+  }
 }
 
 }  // namespace fused3d

@@ -23,7 +23,9 @@
 #include "cuda_check.h"
 
 #include "cutlass/cutlass.h"
+#include "cutlass/kernel_hardware_info.hpp"  // before the conv collectives, which use it undeclared
 #include "cutlass/numeric_types.h"
+#include "cutlass/version.h"
 #include "cute/tensor.hpp"
 
 #include "cutlass/conv/collective/collective_builder.hpp"
@@ -41,9 +43,10 @@
 #include <string>
 #include <vector>
 
+// A named namespace: with an anonymous one next to `using namespace cute`, nvcc's generated
+// kernel stubs cannot tell it from CuTe's own anonymous namespace.
+namespace probe {
 using namespace cute;
-
-namespace {
 
 // ------------------------------------------------------------------------------------------------
 // Kernel configurations. On sm90, CUTLASS's conv builder accepts only the non-persistent
@@ -102,7 +105,7 @@ struct ConvConfig {
   }
 };
 
-// Generic: the tile CUTLASS's own sm90 TF32 conv3d tests use.
+// Generic: one of the tiles CUTLASS's own sm90 TF32 conv3d fprop tests cover.
 using CfgGeneric = ConvConfig<128, 64, 32, 1, 1, 0>;
 // Same tile, shallow pipeline: two CTAs per SM.
 using CfgTwoPerSm = ConvConfig<128, 64, 32, 1, 1, 4>;
@@ -120,9 +123,9 @@ struct Layer {
   int d, h, w;
   int t, r, s;
   int pad, stride;
-  int z() const { return (d + 2 * pad - t) / stride + 1; }
-  int p() const { return (h + 2 * pad - r) / stride + 1; }
-  int q() const { return (w + 2 * pad - s) / stride + 1; }
+  __host__ __device__ int z() const { return (d + 2 * pad - t) / stride + 1; }
+  __host__ __device__ int p() const { return (h + 2 * pad - r) / stride + 1; }
+  __host__ __device__ int q() const { return (w + 2 * pad - s) / stride + 1; }
   int64_t act_elems() const { return int64_t(n) * d * h * w * c; }
   int64_t flt_elems() const { return int64_t(k) * t * r * s * c; }
   int64_t out_rows() const { return int64_t(n) * z() * p() * q(); }
@@ -221,12 +224,11 @@ constexpr int kTimed = 50;
 // C*T*R*S = 864 terms. An indexing error gives O(1e-1) or larger.
 constexpr double kTolerance = 1e-4;
 
+// Host-side arguments for one layer; no CUDA call, so can_implement can be asked without a GPU.
 template <class Cfg>
-Result run_config(const Layer& L, Buffers& B, cudaStream_t stream) {
+typename Cfg::Conv::Arguments make_args(const Layer& L, const float* act, const float* flt, float* out) {
   using Conv = typename Cfg::Conv;
   using ProblemShape = typename Cfg::ProblemShape;
-  Result res;
-
   ProblemShape problem(cutlass::conv::Mode::kCrossCorrelation,
                        {L.n, L.d, L.h, L.w, L.c},       // activation NDHWC
                        {L.k, L.t, L.r, L.s, L.c},       // filter KTRSC
@@ -239,8 +241,8 @@ Result run_config(const Layer& L, Buffers& B, cudaStream_t stream) {
   typename Conv::Arguments args{};
   args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
   args.problem_shape = problem;
-  args.mainloop.ptr_A = B.act;
-  args.mainloop.ptr_B = B.flt;
+  args.mainloop.ptr_A = act;
+  args.mainloop.ptr_B = flt;
   // Output strides: the epilogue's M mode is (Q, P, Z, N); fill them from the packed NZPQK strides.
   using StrideD = typename Conv::ConvKernel::StrideD;
   StrideD dD{};
@@ -251,8 +253,16 @@ Result run_config(const Layer& L, Buffers& B, cudaStream_t stream) {
   args.epilogue.thread.beta = 0.0f;
   args.epilogue.ptr_C = nullptr;
   args.epilogue.dC = dD;
-  args.epilogue.ptr_D = B.out;
+  args.epilogue.ptr_D = out;
   args.epilogue.dD = dD;
+  return args;
+}
+
+template <class Cfg>
+Result run_config(const Layer& L, Buffers& B, cudaStream_t stream) {
+  using Conv = typename Cfg::Conv;
+  Result res;
+  typename Conv::Arguments args = make_args<Cfg>(L, B.act, B.flt, B.out);
   CHECK(cudaGetDevice(&args.hw_info.device_id));
   args.hw_info.sm_count = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(args.hw_info.device_id);
 
@@ -346,11 +356,28 @@ void report(const Layer& L, Buffers& B, cudaStream_t stream, double& best_ms, st
   }
 }
 
-}  // namespace
+// Without a GPU: the configuration's static facts and can_implement's answer for each layer.
+template <class Cfg>
+void info(const std::vector<Layer>& layers) {
+  using Conv = typename Cfg::Conv;
+  std::printf("%s: %d threads, %d bytes shared memory\n", Cfg::name().c_str(), int(Conv::ConvKernel::MaxThreadsPerBlock),
+              int(Conv::ConvKernel::SharedStorageSize));
+  // Any 16-byte-aligned address will do: can_implement only reads shapes and strides.
+  float* fake = reinterpret_cast<float*>(uintptr_t(256));
+  for (const Layer& L : layers) {
+    const cutlass::Status st = Conv::can_implement(make_args<Cfg>(L, fake, fake, fake));
+    std::printf("  layer %s (C %d): can_implement %s\n", L.name, L.c, cutlassGetStatusString(st));
+  }
+}
+
+}  // namespace probe
+
+using namespace probe;
 
 int main(int argc, char** argv) {
-  // Optional argument: a string of layer letters to run, e.g. "ace".
-  const char* only = argc > 1 ? argv[1] : nullptr;
+  // Optional argument: a string of layer letters to run, e.g. "ace"; or --info (no GPU needed).
+  const bool info_only = argc > 1 && std::strcmp(argv[1], "--info") == 0;
+  const char* only = argc > 1 && !info_only ? argv[1] : nullptr;
 
   // C is the stored channel count. Layer e has 3 real channels padded to 4: TMA needs every
   // global stride but the innermost to be a multiple of 16 bytes, so the NDHWC pixel row
@@ -363,6 +390,21 @@ int main(int argc, char** argv) {
       {"d", 256, 8, 8, 32, 16, 32, 32, 3, 3, 3, 0, 1},
       {"e", 1024, 4, 3, 16, 16, 32, 32, 3, 3, 3, 0, 1},
   };
+
+  // Layer e as it comes, 3 channels: 12-byte pixel rows, which TMA cannot address.
+  const Layer unpadded_e = {"e (C 3 unpadded)", 1024, 3, 3, 16, 16, 32, 32, 3, 3, 3, 0, 1};
+
+  if (info_only) {
+    std::vector<Layer> all = layers;
+    all.push_back(unpadded_e);
+    std::printf("CUTLASS %d.%d.%d\n", CUTLASS_MAJOR, CUTLASS_MINOR, CUTLASS_PATCH);
+    info<CfgGeneric>(all);
+    info<CfgTwoPerSm>(all);
+    info<CfgC16>(all);
+    info<CfgC8>(all);
+    info<CfgC4>(all);
+    return 0;
+  }
 
   int dev = 0;
   CHECK(cudaGetDevice(&dev));
@@ -413,6 +455,11 @@ int main(int argc, char** argv) {
     report<CfgC16>(L, B, stream, best_ms, best_name);
     report<CfgC8>(L, B, stream, best_ms, best_name);
     report<CfgC4>(L, B, stream, best_ms, best_name);
+    if (L.c != L.c_real) {
+      const float* fake = reinterpret_cast<const float*>(uintptr_t(256));
+      const cutlass::Status st = CfgC4::Conv::can_implement(make_args<CfgC4>(unpadded_e, fake, fake, nullptr));
+      std::printf("  (unpadded C = %d: can_implement %s)\n", unpadded_e.c, cutlassGetStatusString(st));
+    }
     if (std::isfinite(best_ms))
       std::printf("  best: %.4f ms  %.2f TFLOP/s (useful %.2f)  [%s]\n\n", best_ms, L.flops(L.c) / (best_ms * 1e9),
                   L.flops(L.c_real) / (best_ms * 1e9), best_name.c_str());

@@ -8,6 +8,10 @@
 #   bash tools/probes/cutlass_conv3d.sh            build, then run every layer (GPU machine)
 #   bash tools/probes/cutlass_conv3d.sh run ace    build, then run layers a, c and e only
 #   bash tools/probes/cutlass_conv3d.sh build      build only (works without a GPU)
+#   bash tools/probes/cutlass_conv3d.sh info       build, then print each tile config's threads,
+#                                                  shared memory and can_implement per layer (no GPU)
+#   bash tools/probes/cutlass_conv3d.sh exec [ae]  run the binary already built (e.g. built on a
+#                                                  machine without a GPU and carried over), no headers
 #   bash tools/probes/cutlass_conv3d.sh fetch      put the CUTLASS headers in .deps/cutlass (needs PyPI)
 #
 # Headers: .deps/cutlass/include (cute/ and cutlass/, about 27 MB) and .deps/cutlass/util/include
@@ -40,6 +44,12 @@ if [[ $action == fetch ]]; then
   exit 0
 fi
 
+if [[ $action == exec ]]; then
+  shift
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader 2>/dev/null || true
+  exec "$bin" "$@"
+fi
+
 if [[ ! -f $inc/cutlass/conv/collective/builders/sm90_gmma_builder.inl || ! -f $util_inc/cutlass/util/packed_stride.hpp ]]; then
   echo "CUTLASS headers missing under .deps/cutlass: run 'bash tools/probes/cutlass_conv3d.sh fetch' where PyPI is reachable" >&2
   exit 1
@@ -57,7 +67,8 @@ nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constex
 echo "built $bin in $(($(date +%s) - start)) s"
 
 if [[ $action == build ]]; then exit 0; fi
-[[ $action == run ]] || { echo "unknown action '$action' (run, build, fetch)" >&2; exit 2; }
+if [[ $action == info ]]; then exec "$bin" --info; fi
+[[ $action == run ]] || { echo "unknown action '$action' (run, build, info, exec, fetch)" >&2; exit 2; }
 shift || true
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader 2>/dev/null || true
 "$bin" "$@"
