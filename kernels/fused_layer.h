@@ -20,10 +20,13 @@
 
 namespace fused3d {
 
-// How the CUDA tensor-core path rounds its operands (the CPU and general CUDA paths are float32).
-//   kAccurate: x in fp16, weights split hi + lo (two MMAs): ~2e-6 relative L2 vs float64, <= 1e-5
-//   kTF32:     x and weights with 11 significant bits as TF32 (one MMA), PyTorch's allow_tf32
-//              trade: ~3e-4, <= 1e-3
+// How the CUDA tensor-core kernels round their operands (the CPU and general CUDA paths are float32).
+//   kAccurate: <= 1e-5 relative L2 vs float64. Kernel-4x4x4 kernels: x in fp16, weights split
+//              hi + lo (two MMAs), ~2e-6; the implicit-GEMM kernel: x and weights split into TF32
+//              hi + lo (three MMAs), 1e-7 to 4e-6
+//   kTF32:     x and weights with 11 significant bits (one MMA), PyTorch's allow_tf32 trade:
+//              ~3e-4, <= 1e-3
+// float16 / bfloat16 inputs on the implicit-GEMM kernel have exact products in either mode.
 // (OPTIMIZATION.md 3 has the details: fp16 with per-channel weight scaling, TF32 fallback.)
 enum class Precision { kAccurate, kTF32 };
 

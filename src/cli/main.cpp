@@ -33,7 +33,7 @@ namespace {
 
 // --check tolerance on the relative L2 error against libtorch native (float32, TF32 off, whose own
 // error vs float64 is ~1e-7: OPTIMIZATION.md 3.1). Each is what the mode promises against float64:
-// accurate (x fp16, weights split hi+lo) measures ~2e-6, float32 paths ~1e-7: bound 1e-5; tf32
+// accurate (operands split hi+lo) measures 1e-7 to 4e-6, float32 paths ~1e-7: bound 1e-5; tf32
 // measures up to 8e-4 at inputs in [5, 6) (weight rounding does not average out): bound 1e-3.
 // A float16 / bfloat16 model computes in float32 and rounds each output once, to within half an
 // ulp: 2^-11 (float16) or 2^-8 (bfloat16) of each value, so of the L2 norm too; that is added.
@@ -506,7 +506,7 @@ int main(int argc, char** argv) {
   app.add_option("--input", o.inputs,
                  "input tensor (B, Cin, D, H, W) saved with torch.save; with --output-dir: several files, "
                  "directories (their .pt files) or quoted glob patterns")
-      ->type_name("FILE...")
+      ->type_name("FILE")
       ->expected(1, -1);
   app.add_option("--output", o.output, "write the (B, Cout) result here (.pt, reads with torch.load)")
       ->type_name("FILE");
@@ -531,8 +531,8 @@ int main(int argc, char** argv) {
       ->type_name("DEVICE")
       ->capture_default_str();
   app.add_option("--precision", precision,
-                 "accurate: rel. L2 <= 1e-5 vs float64 (tensor cores: x fp16, weights split hi+lo); tf32: "
-                 "<= 1e-3 (x and weights with TF32's 11 bits); float16/bfloat16 models compute in float32")
+                 "accurate: rel. L2 <= 1e-5 vs float64 (tensor cores: operands split hi+lo); tf32: <= 1e-3 (x and "
+                 "weights with TF32's 11 bits); float16/bfloat16 models: exact products, float32 sums")
       ->type_name("accurate|tf32")
       ->check(one_of({"accurate", "tf32"}))
       ->capture_default_str();
