@@ -257,6 +257,40 @@ TEST(Cli, ManyInputsOneResultEachBadFilesReported) {
   }
 }
 
+// Several devices share a job's inputs, each with its own pipeline (two on the CPU here, where
+// there is no second GPU; `all` is every GPU): every input done once, the summary counts each
+// device's share, the results bitwise what a single run gives.
+TEST(Cli, DevicesShareTheInputs) {
+  const std::string f = FUSED3D_FIXTURE_DIR;
+  const std::string in = fresh_dir("devices_in"), out = fresh_dir("devices_out");
+  for (int i = 0; i < 6; ++i) shell("cp " + f + "/standard_x.pt " + in + "/x" + std::to_string(i) + ".pt");
+  const std::string model = " --model " + f + "/standard_scripted.pt";
+  const std::string list = torch::cuda::is_available() ? "cuda:0,cpu" : "cpu,cpu";
+  const CliRun r = run_cli(model + " --input " + in + " --output-dir " + out + " --device " + list);
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("6 inputs: 6 written, 0 skipped (output exists), 0 failed"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("written per device:"), std::string::npos) << r.out;
+  // "...; written per device: cpu 4, cpu 2"
+  int shares = 0;
+  const size_t list_at = r.out.find("written per device:");
+  if (list_at != std::string::npos) {
+    std::istringstream items(r.out.substr(list_at + 19, r.out.find('\n', list_at) - list_at - 19));
+    std::string name, count;
+    while (items >> name >> count) shares += std::atoi(count.c_str());
+  }
+  EXPECT_EQ(shares, 6) << "the devices' shares add up to the inputs\n" << r.out;
+  EXPECT_EQ(count_files(out, "\\.pt$"), 6);
+  const std::string alone = out + "_alone.pt";
+  ASSERT_EQ(run_cli(model + " --device cpu --input " + in + "/x0.pt --output " + alone).code, 0);
+  if (!torch::cuda::is_available())
+    for (int i = 0; i < 6; ++i) EXPECT_TRUE(bitwise_equal(out + "/x" + std::to_string(i) + ".pt", alone)) << i;
+  for (const std::string& bad : {" --device cpu,,cpu --input " + in + " --output-dir " + out,
+                                 " --device cpu,cpu --input " + in + "/x0.pt"}) {
+    const CliRun b = run_cli(model + bad);
+    EXPECT_EQ(b.code, kExitUsage) << bad << "\n" << b.out << b.err;
+  }
+}
+
 // An input in passes of one sample (as one larger than the GPU's free memory runs) gives the
 // whole run's result: bitwise on the CPU, within the mode's bound on the GPU (a pass of fewer
 // samples may take another kernel or tiling there); --check judges the passes' result.

@@ -86,6 +86,12 @@ TEST_F(Jobs, OutputDirectoriesAreMadeWhole) {
   EXPECT_THROW(make_directories(at("x/y/z/f/g")), InputError);
 }
 
+TEST(JobDevices, ListsSplitAtCommas) {
+  EXPECT_EQ(device_list("cuda:0"), (std::vector<std::string>{"cuda:0"}));
+  EXPECT_EQ(device_list("cuda:0,cuda:1,cpu"), (std::vector<std::string>{"cuda:0", "cuda:1", "cpu"}));
+  for (const char* bad : {"", ",", "cuda:0,", ",cpu", "cpu,,cpu"}) EXPECT_THROW(device_list(bad), InputError) << bad;
+}
+
 TEST(JobOutputs, KeepFileNamesAndRefuseCollisions) {
   EXPECT_EQ(outputs_in({"in/a.pt", "in/sub/b.pt"}, "out"), (std::vector<std::string>{"out/a.pt", "out/b.pt"}));
   EXPECT_THROW(outputs_in({"in/a.pt", "other/a.pt"}, "out"), InputError);

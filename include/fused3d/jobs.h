@@ -29,6 +29,9 @@ std::vector<std::string> shard_of(const std::vector<std::string>& inputs, const 
 // DIR/<the input's file name>. Throws InputError when two inputs would write the same output.
 std::vector<std::string> outputs_in(const std::vector<std::string>& inputs, const std::string& dir);
 
+// "cuda:0,cuda:1" -> {"cuda:0", "cuda:1"}; throws InputError for an empty name in the list.
+std::vector<std::string> device_list(const std::string& text);
+
 // Whether path is a regular file (following links).
 bool is_file(const std::string& path);
 // mkdir -p; throws InputError where it cannot.

@@ -11,11 +11,13 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/PinnedMemoryAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <CLI/CLI.hpp>
 #include <torch/cuda.h>
 
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -253,14 +255,14 @@ bool check_against_native(const at::Tensor& x, const FusedLayer& layer, const at
   return report_check(out, ref, precision, x.scalar_type(), device, prefix);
 }
 
-// Many inputs, one output each under --output-dir. The next input is read (into pinned memory for a
-// GPU run) while the current one is copied, computed and written, and a result is written while
-// the next is computed: at most two inputs and two results are held whatever the file count. A
-// file that cannot be read, does not fit the model or cannot be written is reported on stderr by
-// name and the others go on; the exit code is then 2. Results are what single runs give, bit for
-// bit: the same kernels on the same tensors.
-int run_files(const Options& o, const Model& model, const FusedLayer& layer, const at::Device& device,
-              Timings* timings) {
+// Many inputs, one output each under --output-dir, over one or more devices. Each device has its
+// own worker: it takes the next input of the shared list (so a faster device takes more), reads the
+// one after it in a thread (into pinned memory for a GPU) while the current one is copied, computed
+// and written, and writes each result in another thread: at most two inputs and two results per
+// device whatever the file count. A file that cannot be read, does not fit the model or cannot be
+// written is reported on stderr by name and the others go on; the exit code is then 2. A result is
+// what a single run on that device gives, bit for bit: the same kernels on the same tensors.
+int run_files(const Options& o, const Model& model, const std::vector<at::Device>& devices, Timings* timings) {
   const std::vector<std::string> all = expand_inputs(o.inputs);
   const Shard shard = o.shard.empty() ? Shard{} : parse_shard(o.shard);
   const std::vector<std::string> files = shard_of(all, shard);
@@ -276,98 +278,125 @@ int run_files(const Options& o, const Model& model, const FusedLayer& layer, con
     std::string error;
     double seconds = 0;
   };
-  at::Allocator* allocator = input_allocator(device);
-  const auto load = [allocator, &files](size_t i) {
-    const Clock::time_point start = Clock::now();
-    Loaded l;
-    try {
-      l.x = load_tensor(files[i], allocator);
-    } catch (const std::exception& e) {
-      l.error = first_line(e.what());
-    }
-    l.seconds = seconds_since(start);
-    return l;
-  };
   const bool progress = !o.quiet && isatty(STDERR_FILENO);
   const Clock::time_point start = Clock::now();
-  size_t written = 0, failed = 0, check_failed = 0;
+  std::mutex mutex;  // what follows, and the streams
+  size_t written = 0, failed = 0, check_failed = 0, done = 0;
   int64_t samples = 0;
   double bytes = 0;
+  std::vector<size_t> per_device(devices.size(), 0);
+  std::atomic<size_t> next{0};
   const auto report = [&](size_t i, const std::string& why) {
+    std::lock_guard<std::mutex> lock(mutex);
     if (progress) std::cerr << "\r\033[K";
     std::cerr << "fused3d: error: " << files[i] << ": " << why << "\n";
     ++failed;
   };
-  std::future<Loaded> next;
-  if (!todo.empty()) next = std::async(std::launch::async, load, todo[0]);
-  std::future<std::string> pending_write;  // the previous result's write: "" or why it failed
-  size_t pending_index = 0;
-  const auto finish_write = [&]() {
-    if (!pending_write.valid()) return;
-    const std::string why = pending_write.get();
-    if (why.empty()) {
-      ++written;
-      if (!o.quiet && !progress) std::cout << "fused3d: wrote   " << outputs[pending_index] << "\n";
-    } else {
-      report(pending_index, why);
-    }
-  };
-  for (size_t t = 0; t < todo.size(); ++t) {
-    const size_t i = todo[t];
-    Loaded current = next.get();
-    if (t + 1 < todo.size()) next = std::async(std::launch::async, load, todo[t + 1]);
-    if (timings) timings->add("input read (in the reader thread)", current.seconds);
-    if (!current.error.empty()) {
-      report(i, current.error);
-      continue;
-    }
-    if (const std::string why = input_mismatch_reason(current.x, model.layer); !why.empty()) {
-      report(i, why);
-      continue;
-    }
-    at::Tensor out;
-    try {
-      const Clock::time_point phase = Clock::now();
-      at::Tensor native;
-      out = forward_in_passes(current.x, layer, o.precision, device, samples_per_pass(current.x, device, o.max_batch),
-                              o.check ? &native : nullptr);
-      if (timings) timings->add("to device, compute, to host", seconds_since(phase));
-      if (o.check && !report_check(out, native, o.precision, current.x.scalar_type(), device, "check " + files[i]))
-        ++check_failed;
-    } catch (const std::exception& e) {
-      report(i, first_line(e.what()));
-      continue;
-    }
-    samples += current.x.size(0);
-    bytes += static_cast<double>(current.x.numel()) * current.x.element_size();
-    finish_write();
-    pending_index = i;
-    pending_write = std::async(std::launch::async, [out, path = outputs[i], timings]() -> std::string {
-      const Clock::time_point phase = Clock::now();
+
+  const auto worker = [&](size_t d) {
+    const at::Device device = devices[d];
+    std::optional<c10::cuda::CUDAGuard> guard;
+    if (device.is_cuda()) guard.emplace(device);
+    const FusedLayer layer = layer_to(model.layer, device, model.layer.weight.scalar_type());
+    at::Allocator* allocator = input_allocator(device);
+    const auto load = [allocator, &files](size_t i) {
+      const Clock::time_point begin = Clock::now();
+      Loaded l;
       try {
-        save_tensor(path, out);
+        l.x = load_tensor(files[i], allocator);
       } catch (const std::exception& e) {
-        return first_line(e.what());
+        l.error = first_line(e.what());
       }
-      if (timings) timings->add("output write (in the writer thread)", seconds_since(phase));
-      return "";
-    });
-    const double elapsed = seconds_since(start);
-    if (progress && elapsed > 2.0) {
-      const double left = elapsed / static_cast<double>(t + 1) * static_cast<double>(todo.size() - t - 1);
-      char line[200];
-      std::snprintf(line, sizeof line, "\r\033[Kfused3d: %zu/%zu files, %.0f samples/s, %.2f GB/s, %.0f s left", t + 1,
-                    todo.size(), samples / elapsed, bytes / elapsed / 1e9, left);
-      std::cerr << line << std::flush;
+      l.seconds = seconds_since(begin);
+      return l;
+    };
+    std::future<std::string> pending_write;  // the previous result's write: "" or why it failed
+    size_t pending_index = 0;
+    const auto finish_write = [&]() {
+      if (!pending_write.valid()) return;
+      const std::string why = pending_write.get();
+      if (!why.empty()) return report(pending_index, why);
+      std::lock_guard<std::mutex> lock(mutex);
+      ++written;
+      ++per_device[d];
+      if (!o.quiet && !progress) std::cout << "fused3d: wrote   " << outputs[pending_index] << "\n";
+    };
+    size_t t = next++;
+    std::future<Loaded> upcoming;
+    if (t < todo.size()) upcoming = std::async(std::launch::async, load, todo[t]);
+    while (t < todo.size()) {
+      const size_t i = todo[t];
+      Loaded current = upcoming.get();
+      const size_t after = next++;
+      if (after < todo.size()) upcoming = std::async(std::launch::async, load, todo[after]);
+      if (timings) timings->add("input read (in the reader threads)", current.seconds);
+      t = after;
+      if (!current.error.empty()) {
+        report(i, current.error);
+        continue;
+      }
+      if (const std::string why = input_mismatch_reason(current.x, model.layer); !why.empty()) {
+        report(i, why);
+        continue;
+      }
+      at::Tensor out;
+      try {
+        const Clock::time_point phase = Clock::now();
+        at::Tensor native;
+        out = forward_in_passes(current.x, layer, o.precision, device, samples_per_pass(current.x, device, o.max_batch),
+                                o.check ? &native : nullptr);
+        if (timings) timings->add("to device, compute, to host", seconds_since(phase));
+        if (o.check) {
+          std::lock_guard<std::mutex> lock(mutex);
+          if (!report_check(out, native, o.precision, current.x.scalar_type(), device, "check " + files[i])) ++check_failed;
+        }
+      } catch (const std::exception& e) {
+        report(i, first_line(e.what()));
+        continue;
+      }
+      finish_write();
+      pending_index = i;
+      pending_write = std::async(std::launch::async, [out, path = outputs[i], timings]() -> std::string {
+        const Clock::time_point phase = Clock::now();
+        try {
+          save_tensor(path, out);
+        } catch (const std::exception& e) {
+          return first_line(e.what());
+        }
+        if (timings) timings->add("output write (in the writer threads)", seconds_since(phase));
+        return "";
+      });
+      std::lock_guard<std::mutex> lock(mutex);
+      samples += current.x.size(0);
+      bytes += static_cast<double>(current.x.numel()) * current.x.element_size();
+      ++done;
+      const double elapsed = seconds_since(start);
+      if (progress && elapsed > 2.0) {
+        const double left = elapsed / static_cast<double>(done) * static_cast<double>(todo.size() - done);
+        char line[200];
+        std::snprintf(line, sizeof line, "\r\033[Kfused3d: %zu/%zu files, %.0f samples/s, %.2f GB/s, %.0f s left", done,
+                      todo.size(), samples / elapsed, bytes / elapsed / 1e9, left);
+        std::cerr << line << std::flush;
+      }
     }
-  }
-  finish_write();
+    finish_write();
+  };
+  // A worker's failure that is not a file's (a device that cannot be used) ends the command.
+  std::vector<std::future<void>> workers;
+  for (size_t d = 0; d < devices.size(); ++d) workers.push_back(std::async(std::launch::async, worker, d));
+  for (std::future<void>& w : workers) w.get();
+
   if (progress && seconds_since(start) > 2.0) std::cerr << "\r\033[K";
   std::cout << "fused3d: " << files.size() << " input" << (files.size() == 1 ? "" : "s");
   if (shard.count > 1) std::cout << " (share " << shard.index << " of " << shard.count << " of " << all.size() << ")";
   std::cout << ": " << written << " written, " << skipped << " skipped (output exists), " << failed << " failed";
   if (o.check) std::cout << ", " << check_failed << " over the check's tolerance";
-  std::cout << " in " << std::lround(seconds_since(start) * 1e3) << " ms\n";
+  std::cout << " in " << std::lround(seconds_since(start) * 1e3) << " ms";
+  if (devices.size() > 1) {
+    std::cout << "; written per device:";
+    for (size_t d = 0; d < devices.size(); ++d) std::cout << (d ? ", " : " ") << devices[d] << " " << per_device[d];
+  }
+  std::cout << "\n";
   return failed > 0 ? kExitUsage : check_failed > 0 ? kExitCheckFailed : 0;
 }
 
@@ -404,8 +433,20 @@ int run(const Options& o) {
   std::optional<Timings> timings;
   if (o.timings) timings.emplace();
   Clock::time_point phase = Clock::now();
-  const at::Device device = resolve_device(o.device);
-  if (device.is_cuda()) at::cuda::getCurrentCUDAStream(device.index()).synchronize();  // CUDA starts here
+  std::vector<at::Device> devices;
+  if (o.device == "all") {
+    const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+    for (int64_t d = 0; d < count; ++d) devices.emplace_back(at::kCUDA, static_cast<c10::DeviceIndex>(d));
+    if (devices.empty()) devices.emplace_back(at::kCPU);
+  } else {
+    for (const std::string& name : device_list(o.device)) devices.push_back(resolve_device(name));
+  }
+  if (devices.size() > 1 && o.output_dir.empty())
+    throw InputError("--device " + o.device + " names " + std::to_string(devices.size()) +
+                     " devices: they share the inputs of --output-dir");
+  const at::Device device = devices[0];
+  for (const at::Device& d : devices)
+    if (d.is_cuda()) at::cuda::getCurrentCUDAStream(d.index()).synchronize();  // CUDA starts here
   if (timings) timings->add("device start", seconds_since(phase));
   if (!o.output_dir.empty() && !o.output.empty())
     throw InputError("--output names one result file, --output-dir one per input: give one of them");
@@ -424,9 +465,9 @@ int run(const Options& o) {
   if (timings) timings->add("model load", seconds_since(phase));
   if (!o.output_dir.empty()) {
     if (o.inputs.empty()) throw InputError("--output-dir needs --input files, a directory or a pattern");
-    std::cout << "fused3d: model   " << model.source << ": " << describe(layer) << "\n"
-              << "fused3d: device  " << device_name(device) << "\n";
-    const int status = run_files(o, model, layer, device, timings ? &*timings : nullptr);
+    std::cout << "fused3d: model   " << model.source << ": " << describe(layer) << "\n";
+    for (const at::Device& d : devices) std::cout << "fused3d: device  " << device_name(d) << "\n";
+    const int status = run_files(o, model, devices, timings ? &*timings : nullptr);
     if (timings) timings->print(std::cout, seconds_since(start));
     return status;
   }
@@ -527,7 +568,9 @@ int main(int argc, char** argv) {
                  "input runs in passes")
       ->type_name("B")
       ->check(whole_number(1, int64_t{1} << 40));
-  app.add_option("--device", o.device, "auto, cpu, cuda or cuda:N (auto: cuda:0 if present, else cpu)")
+  app.add_option("--device", o.device,
+                 "auto, cpu, cuda or cuda:N (auto: cuda:0 if present, else cpu); with --output-dir also a list, "
+                 "cuda:0,cuda:1,..., or all (every GPU): the devices share the inputs, each with its own pipeline")
       ->type_name("DEVICE")
       ->capture_default_str();
   app.add_option("--precision", precision,

@@ -33,6 +33,18 @@ std::string joined(const std::string& dir, const std::string& name) {
 
 }  // namespace
 
+std::vector<std::string> device_list(const std::string& text) {
+  std::vector<std::string> names;
+  size_t begin = 0;
+  while (true) {
+    const size_t comma = text.find(',', begin);
+    names.push_back(text.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin));
+    if (names.back().empty()) throw InputError("--device list has an empty name: '" + text + "'");
+    if (comma == std::string::npos) return names;
+    begin = comma + 1;
+  }
+}
+
 bool is_file(const std::string& path) {
   struct stat s{};
   return stat(path.c_str(), &s) == 0 && S_ISREG(s.st_mode);
