@@ -2,6 +2,7 @@
 // per model and kernel family) -> for the kernel-4x4x4 tensor-core kernels the per-sample pivots
 // and biases (k4_sample_terms.h) -> the moments kernel the plan names, then the GroupNorm-mean epilogue kernel (or, in the plan's
 // epilogue_in_kernel case, the moments kernel's own last block), all on the current stream.
+#include "conv3d_depthwise.h"
 #include "conv3d_general.h"
 #include "conv3d_igemm.h"
 #include "conv3d_k4_mma.h"
@@ -28,13 +29,14 @@ namespace {
 // from, so their storage cannot be reused by another tensor while cached, and their version
 // counters catch in-place changes.
 // The kernels of one family read the same packed weights.
-enum class Packing { kK4, kIgemm, kGeneral };
+enum class Packing { kK4, kIgemm, kDepthwise, kGeneral };
 
 Packing packing_for(KernelKind kernel) {
   switch (kernel) {
     case KernelKind::kK4Mma:
     case KernelKind::kK4Planes: return Packing::kK4;
     case KernelKind::kIgemm: return Packing::kIgemm;
+    case KernelKind::kDepthwise: return Packing::kDepthwise;
     case KernelKind::kGeneral: break;
   }
   return Packing::kGeneral;
@@ -48,6 +50,7 @@ struct PackedEntry {
   Packing packing;
   k4::TensorcoreWeights tc;         // the kernel-4x4x4 tensor-core kernels
   igemm::IgemmWeights igemm;        // the implicit-GEMM kernel
+  depthwise::DepthwiseWeights depthwise;  // the depthwise kernel
   general::GeneralWeights general;  // the general kernel
 };
 
@@ -69,10 +72,11 @@ PackedEntry packed_weights(const FusedLayer& l, Precision precision, Packing pac
       if (same_source(e, l, precision, packing)) return e;
   }
   PackedEntry e{l.weight, l.bias, l.weight._version(), l.bias.defined() ? l.bias._version() : 0,
-                l.conv_groups, precision, packing, {}, {}, {}};
+                l.conv_groups, precision, packing, {}, {}, {}, {}};
   switch (packing) {
     case Packing::kK4: e.tc = k4::pack_tensorcore_weights(l, precision); break;
     case Packing::kIgemm: e.igemm = igemm::pack_weights(l, precision); break;
+    case Packing::kDepthwise: e.depthwise = depthwise::pack_weights(l); break;
     case Packing::kGeneral: e.general = general::pack_weights(l); break;
   }
   std::lock_guard<std::mutex> lock(mutex);
@@ -122,6 +126,8 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Pr
 
   if (plan.kernel == KernelKind::kGeneral) {
     general::launch(x, layer, packed.general, partials, stream);
+  } else if (plan.kernel == KernelKind::kDepthwise) {
+    depthwise::launch(x, layer, packed.depthwise, partials, stream);
   } else if (plan.kernel == KernelKind::kIgemm) {
     igemm::launch(x, layer, packed.igemm, plan.tiles, partials, stream);
   } else {

@@ -1,9 +1,12 @@
 // make_plan: which kernel runs a layer on the GPU, from what each kernel says it can take. The
 // kernel-4x4x4 tensor-core kernels take the layers they are specialized for (16 output channels,
-// float32; OPTIMIZATION.md 4.6 says when each runs and why); the implicit-GEMM kernel every other
-// on GPUs with TF32 tensor cores (sm_80 on); the general kernel every layer on older ones.
+// float32; OPTIMIZATION.md 4.6 says when each runs and why); on GPUs with TF32 tensor cores (sm_80
+// on) the depthwise kernel the layers with one input channel per conv group, whose GEMM would be
+// mostly padding, and the implicit-GEMM kernel every other; the general kernel every layer on older
+// GPUs.
 #include "plan.h"
 
+#include "conv3d_depthwise.h"
 #include "conv3d_general.h"
 #include "conv3d_igemm.h"
 #include "conv3d_k4_mma.h"
@@ -25,6 +28,9 @@ Plan make_plan(const FusedLayer& layer, const at::Tensor& x, Precision precision
       plan.shared_bytes = k4_mma::shared_bytes(x);
       plan.epilogue_in_kernel = k4_mma::runs_epilogue(x.size(0));
     }
+  } else if (igemm::can_run(x) && depthwise::can_run(x, layer)) {
+    plan.kernel = KernelKind::kDepthwise;
+    plan.tiles = depthwise::tiles(x, layer);
   } else if (igemm::can_run(x)) {
     plan.kernel = KernelKind::kIgemm;
     plan.tiles = igemm::tiles(x, layer);
@@ -39,6 +45,7 @@ const char* kernel_id(KernelKind kernel) {
   switch (kernel) {
     case KernelKind::kGeneral: return "general";
     case KernelKind::kIgemm: return "igemm";
+    case KernelKind::kDepthwise: return "depthwise";
     case KernelKind::kK4Mma: return "k4-mma";
     case KernelKind::kK4Planes: return "k4-planes";
   }
@@ -50,6 +57,9 @@ std::string describe(const Plan& plan, at::ScalarType dtype) {
   if (plan.kernel == KernelKind::kGeneral)
     return text + (dtype == at::kFloat ? " (float32 on CUDA cores)"
                                        : " (" + dtype_name(dtype) + " in, float32 on CUDA cores)");
+  if (plan.kernel == KernelKind::kDepthwise)
+    return text + (dtype == at::kFloat ? " (float32 on CUDA cores, input tiles in shared memory)"
+                                       : " (" + dtype_name(dtype) + " in, float32 on CUDA cores, input tiles in shared memory)");
   if (plan.kernel == KernelKind::kIgemm) {
     if (dtype != at::kFloat)
       return text + " (tensor cores, mma.sync implicit GEMM; " + dtype_name(dtype) + " MMAs on x as it is, exact products)";

@@ -12,6 +12,7 @@ namespace fused3d {
 enum class KernelKind {
   kGeneral,   // conv3d_general.cu: float32 on CUDA cores, every layer
   kIgemm,     // conv3d_igemm.cu: tensor cores (mma.sync, TF32), implicit GEMM, every layer (sm_80 on)
+  kDepthwise, // conv3d_depthwise.cu: float32 on CUDA cores, one input channel per conv group (sm_80 on)
   kK4Mma,     // conv3d_k4_mma.cu: tensor cores (mma.sync), kernel 4x4x4, 16 output channels
   kK4Planes,  // conv3d_k4_planes.cu: tensor cores (wgmma, sm_90a), the standard plane size, B >= 64
 };
@@ -27,7 +28,7 @@ struct Plan {
 // For a CUDA input and layer that passed the entry's checks (forward_reason, fused_layer.h).
 Plan make_plan(const FusedLayer& layer, const at::Tensor& x, Precision precision);
 
-// "general", "igemm", "k4-mma", "k4-planes": what tests and scripts match on.
+// "general", "igemm", "depthwise", "k4-mma", "k4-planes": what tests and scripts match on.
 const char* kernel_id(KernelKind kernel);
 
 // The plan in words, for the executable's kernel line and --bench; begins with kernel_id.

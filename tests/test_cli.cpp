@@ -1,5 +1,6 @@
 // The real executable, driven as a user drives it: good runs, and every kind of bad input giving
 // one line on stderr and exit code 2 (never an abort or a stack dump).
+#include "fused3d/bench.h"
 #include "fused3d/errors.h"
 #include "test_support.h"
 
@@ -152,6 +153,17 @@ TEST(Cli, ScriptedAndTracedExportsCheckAndWriteWhatPythonReads) {
 
 // Every conv setting (scripted and traced), and float16 / bfloat16 models whose result keeps their
 // dtype and is within one output rounding of PyTorch's float32 result on the same values.
+// --bench's FLOP count follows the conv settings: for the every-setting model it is 2 multiply-adds
+// per tap and input channel of a group for each of libtorch's output elements.
+TEST(Cli, BenchCountsTheConvsFlopsWithItsSettings) {
+  const Model m = load_model(std::string(FUSED3D_FIXTURE_DIR) + "/settings_scripted.pt");
+  const FusedLayer& l = m.layer;
+  const at::Tensor x = at::rand({2, 4, 7, 8, 10});
+  const at::Tensor y = at::conv3d(x, l.weight, l.bias, l.stride, l.padding, l.dilation, l.conv_groups);
+  const auto k = l.kernel();
+  EXPECT_DOUBLE_EQ(conv_flops(x, l), 2.0 * y.numel() * l.in_channels() * k[0] * k[1] * k[2]);
+}
+
 TEST(Cli, ConvSettingsAndReducedPrecisionModelsRunAndWriteWhatPythonReads) {
   const std::string f = FUSED3D_FIXTURE_DIR;
   const struct {

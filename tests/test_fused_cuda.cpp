@@ -20,7 +20,12 @@
 namespace fused3d::test {
 namespace {
 
-bool on_tensor_cores(const Plan& plan) { return plan.kernel != KernelKind::kGeneral; }
+// The depthwise kernel and the general one compute in float32 on CUDA cores, in either mode.
+bool on_tensor_cores(const Plan& plan) {
+  return plan.kernel != KernelKind::kGeneral && plan.kernel != KernelKind::kDepthwise;
+}
+
+bool is_depthwise(const LayerSpec& s) { return s.cin == s.conv_groups && s.cout / s.conv_groups <= 4; }
 
 class FusedCuda : public ::testing::Test {
  protected:
@@ -248,9 +253,9 @@ TEST_F(FusedCuda, BitwiseIdenticalAcrossRuns) {
 
 // Layers beyond the shape matrix on the implicit-GEMM kernel, in both modes against native and
 // float64: many channels (K of 864 and 432: 54 and 27 pipeline slices), 130 channels (three blocks
-// of 64, the last mostly padding), kernel 1, kernel 7 with padding 3, a kernel of 576 taps,
-// depthwise (one channel per conv group: n-tiles of 8 for 1 channel), and a batch whose tiles
-// split its positions unevenly.
+// of 64, the last mostly padding), kernel 1, kernel 7 with padding 3, a kernel of 576 taps, one
+// input channel and 8 output channels per conv group (the depthwise kernel takes up to 4), and a
+// batch whose tiles split its positions unevenly.
 TEST_F(FusedCuda, ImplicitGemmLayersInBothModes) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(25);
   using T3 = std::array<int64_t, 3>;
@@ -260,11 +265,11 @@ TEST_F(FusedCuda, ImplicitGemmLayersInBothModes) {
       {2, 32, 64, 16, {1, 1, 1}, {6, 8, 10}, false, true},
       {2, 4, 16, 4, {7, 7, 7}, {9, 10, 11}, true, true, T3{1, 1, 1}, T3{3, 3, 3}},
       {2, 2, 12, 3, {9, 8, 8}, {11, 10, 12}, true, true},
-      {2, 32, 32, 8, {3, 3, 3}, {8, 9, 10}, true, true, T3{1, 1, 1}, T3{1, 1, 1}, T3{1, 1, 1}, 32},
+      {2, 8, 64, 8, {3, 3, 3}, {8, 9, 10}, true, true, T3{1, 1, 1}, T3{1, 1, 1}, T3{1, 1, 1}, 8},
       {37, 3, 16, 4, {3, 3, 3}, {16, 32, 32}, true, true},
   };
   for (const LayerSpec& spec : shape_matrix())
-    if (spec.kernel != std::array<int64_t, 3>{4, 4, 4}) specs.push_back(spec);
+    if (spec.kernel != std::array<int64_t, 3>{4, 4, 4} && !is_depthwise(spec)) specs.push_back(spec);
   for (const LayerSpec& spec : specs) {
     SCOPED_TRACE(to_string(spec));
     const FusedLayer layer = random_layer(spec, gen);
@@ -276,11 +281,53 @@ TEST_F(FusedCuda, ImplicitGemmLayersInBothModes) {
   }
 }
 
+// Layers with one input channel per conv group on the depthwise kernel, against native and
+// float64 in both modes, each held to float32's bound (the kernel computes in float32 either way):
+// 1 to 4 output channels per group, tiles of 8 planes with a partial last one, of 4 (7 output
+// planes; stride 2, whose 8-plane footprint is over the shared-memory budget) and single planes
+// (2 output planes; stride 3 with kernel 7), stride, dilation,
+// padding, non-cubic kernels, kernel 7, outputs narrower than a warp and wider than one tile, float16
+// and bfloat16 inputs; and a layer whose footprint does not fit goes to the implicit-GEMM kernel.
+TEST_F(FusedCuda, DepthwiseLayersInBothModes) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(26);
+  using T3 = std::array<int64_t, 3>;
+  const std::vector<LayerSpec> specs = {
+      {3, 32, 32, 8, {3, 3, 3}, {20, 12, 40}, true, true, T3{1, 1, 1}, T3{0, 0, 0}, T3{1, 1, 1}, 32},
+      {2, 16, 32, 8, {3, 3, 3}, {10, 9, 70}, true, true, T3{1, 1, 1}, T3{1, 1, 1}, T3{1, 1, 1}, 16},
+      {2, 4, 12, 4, {2, 3, 4}, {9, 10, 7}, false, true, T3{1, 2, 1}, T3{0, 1, 2}, T3{2, 1, 1}, 4},
+      {2, 2, 8, 2, {3, 1, 5}, {5, 6, 20}, true, false, T3{2, 1, 3}, T3{0, 0, 0}, T3{1, 1, 2}, 2},
+      {2, 6, 6, 3, {7, 7, 7}, {14, 16, 18}, true, true, T3{1, 1, 1}, T3{3, 3, 3}, T3{1, 1, 1}, 6},
+      {2, 2, 2, 1, {7, 7, 7}, {28, 28, 100}, true, true, T3{3, 3, 3}, T3{0, 0, 0}, T3{1, 1, 1}, 2},
+      {2, 4, 4, 2, {5, 5, 5}, {16, 40, 70}, true, true, T3{2, 2, 2}, T3{2, 2, 2}, T3{1, 1, 1}, 4},
+      {5, 8, 8, 4, {1, 1, 1}, {3, 4, 5}, true, true, T3{1, 1, 1}, T3{0, 0, 0}, T3{1, 1, 1}, 8},
+  };
+  for (const LayerSpec& spec : specs) {
+    SCOPED_TRACE(to_string(spec));
+    const FusedLayer layer = random_layer(spec, gen);
+    const at::Tensor x = random_input(spec, gen);
+    for (const Precision precision : {Precision::kAccurate, Precision::kTF32}) {
+      ASSERT_EQ(fused_plan(x.to(cuda_), layer_to(layer, cuda_, at::kFloat), precision).kernel, KernelKind::kDepthwise);
+      expect_matches_references(layer, x, cuda_, kFloat32Bound, precision);
+    }
+    expect_matches_references(layer, at::randn(x.sizes(), gen) + 3.0, cuda_, kFloat32Bound, Precision::kTF32);
+  }
+  for (const at::ScalarType dtype : {at::kHalf, at::kBFloat16})
+    for (const LayerSpec& spec : {specs[0], specs[2]}) {
+      SCOPED_TRACE(dtype_name(dtype) + " " + to_string(spec));
+      expect_reduced_precision_matches_float64(spec, dtype, cuda_, gen);
+    }
+  const LayerSpec wide{1, 1, 1, 1, {1, 7, 7}, {2, 60, 60}, true, true, T3{1, 8, 8}, T3{0, 0, 0}, T3{1, 8, 8}, 1};
+  const FusedLayer layer = random_layer(wide, gen);
+  const at::Tensor x = random_input(wide, gen);
+  ASSERT_EQ(fused_plan(x.to(cuda_), layer_to(layer, cuda_, at::kFloat), Precision::kAccurate).kernel, KernelKind::kIgemm);
+  expect_matches_references(layer, x, cuda_, kFloat32Bound, Precision::kAccurate);
+}
+
 // At least 200 random layers and inputs a run, from a seed printed (and settable with
 // FUSED3D_SWEEP_SEED) so any failure reproduces: channels, kernel sizes per axis, groups, eps,
 // bias and affine drawn at random over what the fused kernels accept, a fifth of them in the
-// kernel-4x4x4 kernels' shape (kernel 4, 16 channels), the others on the implicit-GEMM kernel; the
-// share per kernel is printed. Checked against float64 on the GPU:
+// kernel-4x4x4 kernels' shape (kernel 4, 16 channels), the others on the implicit-GEMM kernel (or
+// the depthwise one, where a conv group has one input channel); the share per kernel is printed. Checked against float64 on the GPU:
 //   ||out - ref|| <= bound * ||ref|| + 1e-6 * sqrt(numel)
 // The absolute term covers layers whose exact output is 0 (one channel per group, no affine: the
 // mean of a normalized channel), where float32 leaves ~1e-7 per element and a relative error means
@@ -342,8 +389,10 @@ TEST_F(FusedCuda, RandomizedSweepAgainstFloat64) {
   std::cout << "[ sweep    ] " << kConfigs << " configurations:";
   for (const auto& [kernel, count] : per_kernel) std::cout << " " << kernel << " " << count;
   std::cout << std::endl;
-  // Kernels of up to 7 per axis: every configuration takes a tensor-core kernel on sm_80 on.
-  EXPECT_EQ(tensorcore, kConfigs);
+  // Kernels of up to 7 per axis: on sm_80 on every configuration takes a tensor-core kernel but
+  // those with one input channel per conv group, which take the depthwise kernel.
+  EXPECT_EQ(tensorcore + per_kernel["depthwise"], kConfigs);
+  EXPECT_EQ(per_kernel["general"], 0);
   EXPECT_GE(per_kernel["igemm"], kConfigs / 2);
 }
 

@@ -1,9 +1,10 @@
-// The index arithmetic of the tensor-core kernels, on the host: the mma.sync kernel's walk over
-// work items, how the planes kernel shares a batch's output planes among blocks and numbers their
-// pair and input planes, the weight layouts against the PTX fragment layouts (the tensor cores
-// read the packed weights by these formulas; a wrong permute would pass no GPU test at some shapes
-// and every one at others), and the implicit-GEMM kernel's gather and weights against libtorch's
-// conv3d. Runs everywhere, CI included.
+// The index arithmetic of the fused CUDA kernels, on the host: the mma.sync kernel's walk over work
+// items, how the planes kernel shares a batch's output planes among blocks and numbers their pair
+// and input planes, the weight layouts against the PTX fragment layouts (the tensor cores read the
+// packed weights by these formulas; a wrong permute would pass no GPU test at some shapes and every
+// one at others), the implicit-GEMM kernel's gather and weights and the depthwise kernel's tiling
+// against libtorch's conv3d. Runs everywhere, CI included.
+#include "conv3d_depthwise.h"
 #include "conv3d_igemm.h"
 #include "conv3d_k4_mma.h"
 #include "conv3d_k4_planes.h"
@@ -301,6 +302,122 @@ TEST(Indexing, ImplicitGemmWeightPartsAreTf32) {
   EXPECT_FALSE(igemm::splits(at::kFloat, Precision::kTF32));
   EXPECT_FALSE(igemm::splits(at::kHalf, Precision::kAccurate));
   EXPECT_FALSE(igemm::splits(at::kBFloat16, Precision::kAccurate));
+}
+
+
+// The depthwise kernel's tiling, on layers with one input channel per conv group: kernel sizes per
+// axis, stride, padding, dilation, 1 to 4 channels per group, outputs narrower than a warp, tiles
+// of 8, 4 and 1 planes (by the output's planes and what fits shared memory). The kernel fills a
+// tile's footprint with x at the tile origin's input coordinates plus (fz, fy, fx), 0 outside the
+// input, and computes output (j, r, c) of the tile from the footprint elements footprint_offset
+// names: that reproduces libtorch's conv3d, every output position belongs to exactly one tile, and
+// every thread's reads (those of positions past the output's end too) stay inside the footprint.
+TEST(Indexing, DepthwiseTilesReproduceConv3d) {
+  using T3 = std::array<int64_t, 3>;
+  const struct {
+    LayerSpec spec;
+    int depth;
+  } cases[] = {
+      {{1, 4, 4, 2, {3, 3, 3}, {12, 11, 40}, true, true, T3{1, 1, 1}, T3{1, 1, 1}, T3{1, 1, 1}, 4}, 8},
+      {{1, 3, 6, 3, {2, 3, 4}, {10, 10, 7}, false, true, T3{1, 2, 1}, T3{0, 1, 2}, T3{2, 1, 1}, 3}, 8},
+      {{1, 2, 6, 2, {3, 1, 5}, {5, 6, 20}, true, false, T3{2, 1, 3}, T3{0, 0, 0}, T3{1, 1, 2}, 2}, 1},
+      {{1, 2, 2, 1, {3, 3, 3}, {8, 9, 33}, true, true, T3{1, 1, 1}, T3{0, 0, 0}, T3{1, 1, 1}, 2}, 4},
+      {{1, 2, 2, 1, {5, 5, 5}, {16, 40, 70}, true, true, T3{2, 2, 2}, T3{2, 2, 2}, T3{1, 1, 1}, 2}, 4},
+      {{1, 2, 8, 4, {1, 1, 1}, {3, 4, 5}, true, true, T3{1, 1, 1}, T3{0, 0, 0}, T3{1, 1, 1}, 2}, 1},
+      {{1, 1, 1, 1, {7, 7, 7}, {28, 28, 100}, true, true, T3{3, 3, 3}, T3{0, 0, 0}, T3{1, 1, 1}, 1}, 1},
+  };
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(44);
+  for (const auto& [spec, depth] : cases) {
+    SCOPED_TRACE(to_string(spec));
+    const FusedLayer layer = random_layer(spec, gen);
+    const at::Tensor x32 = random_input(spec, gen);
+    const at::Tensor x = x32.to(at::kDouble);
+    ASSERT_TRUE(depthwise::can_run(x32, layer));
+    const depthwise::Tiling t = depthwise::tiling(x, layer);
+    ASSERT_EQ(t.depth, depth);
+    ASSERT_EQ(t.rows * t.columns, depthwise::Traits::kThreads);
+    ASSERT_LE(depthwise::shared_bytes(t), static_cast<size_t>(depthwise::Traits::kMaxSharedBytes));
+    for (const int deeper : {depthwise::Traits::kDeepTile, depthwise::Traits::kHalfTile})
+      if (depth < deeper && t.od >= deeper)
+        ASSERT_GT(depthwise::shared_bytes(depthwise::tiling(x, layer, deeper)),
+                  static_cast<size_t>(depthwise::Traits::kMaxSharedBytes))
+            << "deeper tiles are taken where they fit";
+    const int footprint_size = t.fd * t.fh * t.fw;
+    ASSERT_EQ(depthwise::footprint_offset(t, t.depth - 1, t.rows - 1, t.columns - 1, t.kd - 1, t.kh - 1, t.kw - 1),
+              footprint_size - 1)
+        << "the last thread's last tap reads the footprint's last element";
+
+    const depthwise::DepthwiseWeights packed = depthwise::pack_weights(layer);
+    const int64_t groups = layer.conv_groups, m = layer.out_channels() / groups, taps = t.kd * t.kh * t.kw;
+    ASSERT_EQ(packed.weight.sizes(), at::IntArrayRef({groups, taps, depthwise::Traits::kMaxMultiplier}));
+    ASSERT_EQ(packed.bias.sizes(), at::IntArrayRef({groups, depthwise::Traits::kMaxMultiplier}));
+    const auto wa = packed.weight.accessor<float, 3>();
+    const auto ba = packed.bias.accessor<float, 2>();
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t c = m; c < depthwise::Traits::kMaxMultiplier; ++c) {
+        ASSERT_EQ(ba[g][c], 0.f);
+        for (int64_t k = 0; k < taps; ++k) ASSERT_EQ(wa[g][k][c], 0.f) << "channels past the group's weigh 0";
+      }
+    const at::Tensor ref = at::conv3d(x, layer.weight.to(at::kDouble), layer.bias.defined() ? layer.bias.to(at::kDouble) : at::Tensor(),
+                                      layer.stride, layer.padding, layer.dilation, groups);
+    ASSERT_EQ(ref.sizes(), at::IntArrayRef({1, layer.out_channels(), t.od, t.oh, t.ow}));
+    const auto ra = ref.accessor<double, 5>();
+    const auto xa = x.accessor<double, 5>();
+    at::Tensor covered = at::zeros({t.od, t.oh, t.ow}, at::kInt);
+    auto ca = covered.accessor<int, 3>();
+    std::vector<double> footprint(footprint_size);
+    for (int64_t g = 0; g < groups; ++g)
+      for (int tile = 0; tile < t.tiles; ++tile) {
+        const depthwise::TileOrigin o = depthwise::tile_origin(t, tile);
+        for (int fz = 0; fz < t.fd; ++fz)
+          for (int fy = 0; fy < t.fh; ++fy)
+            for (int fx = 0; fx < t.fw; ++fx) {
+              const int z = o.od * t.sd - t.pd + fz, y = o.oh * t.sh - t.ph + fy, xi = o.ow * t.sw - t.pw + fx;
+              const bool inside = z >= 0 && z < t.d && y >= 0 && y < t.h && xi >= 0 && xi < t.w;
+              footprint[(fz * t.fh + fy) * t.fw + fx] = inside ? xa[0][g][z][y][xi] : 0.0;
+            }
+        for (int j = 0; j < t.depth; ++j)
+          for (int r = 0; r < t.rows; ++r)
+            for (int c = 0; c < t.columns; ++c) {
+              const int od = o.od + j, oh = o.oh + r, ow = o.ow + c;
+              if (od >= t.od || oh >= t.oh || ow >= t.ow) continue;
+              if (g == 0) ++ca[od][oh][ow];
+              for (int64_t ch = 0; ch < m; ++ch) {
+                double sum = ba[g][ch];
+                int tap = 0;
+                for (int kd = 0; kd < t.kd; ++kd)
+                  for (int kh = 0; kh < t.kh; ++kh)
+                    for (int kw = 0; kw < t.kw; ++kw, ++tap)
+                      sum += footprint[depthwise::footprint_offset(t, j, r, c, kd, kh, kw)] * wa[g][tap][ch];
+                const double want = ra[0][g * m + ch][od][oh][ow];
+                ASSERT_NEAR(sum, want, 1e-6 * (1.0 + std::abs(want)))
+                    << "tile " << tile << " position " << od << "," << oh << "," << ow << " channel " << g * m + ch;
+              }
+            }
+      }
+    EXPECT_TRUE(at::equal(covered, at::ones_like(covered))) << "every output position in exactly one tile";
+  }
+}
+
+// What the depthwise kernel refuses goes to the implicit-GEMM kernel: two input channels per
+// group, five output channels per group, and a footprint over the shared-memory budget even for a
+// single plane (stride and dilation 8 along H and W: 297 x 105 floats); float64 no kernel takes.
+TEST(Indexing, DepthwiseRefusesWhatItCannotTile) {
+  using T3 = std::array<int64_t, 3>;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(45);
+  const LayerSpec refused[] = {
+      {1, 4, 4, 2, {3, 3, 3}, {5, 5, 5}, true, true, T3{1, 1, 1}, T3{0, 0, 0}, T3{1, 1, 1}, 2},
+      {1, 2, 10, 2, {3, 3, 3}, {5, 5, 5}, true, true, T3{1, 1, 1}, T3{0, 0, 0}, T3{1, 1, 1}, 2},
+      {1, 1, 1, 1, {1, 7, 7}, {2, 60, 60}, true, true, T3{1, 8, 8}, T3{0, 0, 0}, T3{1, 8, 8}, 1},
+  };
+  for (const LayerSpec& spec : refused) {
+    SCOPED_TRACE(to_string(spec));
+    EXPECT_FALSE(depthwise::can_run(random_input(spec, gen), random_layer(spec, gen)));
+  }
+  const LayerSpec depthwise{1, 2, 2, 1, {3, 3, 3}, {5, 5, 5}, true, true, T3{1, 1, 1}, T3{0, 0, 0}, T3{1, 1, 1}, 2};
+  const FusedLayer layer = random_layer(depthwise, gen);
+  EXPECT_TRUE(depthwise::can_run(random_input(depthwise, gen), layer));
+  EXPECT_FALSE(depthwise::can_run(random_input(depthwise, gen).to(at::kDouble), layer)) << "float64 is refused";
 }
 
 }  // namespace

@@ -19,6 +19,10 @@ struct Timing {
 // CPU with the steady clock. `warmup` untimed runs come first.
 Timing time_runs(const std::function<void(int)>& fn, int runs, int warmup, at::Device device);
 
+// The convolution's FLOPs for input x: 2 x multiply-adds over every output position (stride,
+// padding and dilation as the layer has them) and every tap, padding taps included.
+double conv_flops(const at::Tensor& x, const FusedLayer& layer);
+
 // Times the fused pipeline and libtorch native on the same data and prints times, speedup,
 // achieved TFLOP/s and GB/s, and (on CUDA) the fraction of the two floors measured on this GPU:
 // reading the input once, and the convolution's FLOPs at the TF32 GEMM rate.

@@ -99,6 +99,13 @@ Ceilings measure_ceilings(at::Device device) {
   return c;
 }
 
+double conv_flops(const at::Tensor& x, const FusedLayer& layer) {
+  const auto k = layer.kernel();
+  const auto o = conv_output_spatial(x, layer);
+  const double positions = double(o[0]) * o[1] * o[2];
+  return 2.0 * x.size(0) * layer.out_channels() * positions * layer.in_channels() * k[0] * k[1] * k[2];
+}
+
 void run_benchmark(const FusedLayer& layer, const at::Tensor& x, Precision precision, int runs, std::ostream& out) {
   const int64_t bytes = x.numel() * x.element_size();
   const int copies = x.is_cuda() && bytes > 0
@@ -139,9 +146,7 @@ void run_benchmark(const FusedLayer& layer, const at::Tensor& x, Precision preci
     at::cuda::getCurrentCUDAStream().synchronize();
   }
 
-  const auto k = layer.kernel();
-  const double positions = double(x.size(2) - k[0] + 1) * (x.size(3) - k[1] + 1) * (x.size(4) - k[2] + 1);
-  const double flops = 2.0 * x.size(0) * layer.out_channels() * positions * layer.in_channels() * k[0] * k[1] * k[2];
+  const double flops = conv_flops(x, layer);
   char line[256];
   out << "bench: fused kernel " << fused_kernel_name(x, layer, precision) << "\n";
   out << "bench: " << runs << " timed runs after " << kWarmupRuns << " warm-up, "
