@@ -57,6 +57,11 @@ __device__ __forceinline__ Moments<float> shuffle_down(const Moments<float>& m, 
           __shfl_down_sync(0xffffffffu, m.m2, offset)};
 }
 
+// The explicit conversions: PyTorch's extension builds turn the implicit ones off
+// (__CUDA_NO_HALF_CONVERSIONS__).
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
 // The footprint of one tile: element (fz, fy, fx) from x's channel, 0 outside the input. Each warp
 // fills whole footprint rows, its lanes along the row (coalesced where the stride along W is 1).
 template <typename T>
@@ -80,7 +85,7 @@ __device__ __forceinline__ void fill_footprint(const T* __restrict__ channel, co
         else
           dst[fx] = 0.f;
       } else {
-        dst[fx] = inside ? static_cast<float>(src[xi]) : 0.f;  // __half, __nv_bfloat16
+        dst[fx] = inside ? to_float(src[xi]) : 0.f;
       }
     }
   }

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Run 101, first call: the tree at its commit: build, the whole ctest suite, tools/bench_layers.py
-# over the suite without torch.compile (the second call, run101b.sh, adds it on five layers).
+# Run 101: the tree at its commit: build, the whole ctest suite, tools/bench_layers.py over the
+# suite without torch.compile, tools/bench_files.py (32 files of B = 1024, 4 of them also one
+# command each), then bench_layers with torch.compile max-autotune-no-cudagraphs on the layers where
+# it can be PyTorch's best, appended, in the time left.
 set -uo pipefail
 out=${OUT:-device-logs}; mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 start=$(date +%s)
+left() { echo $(( 585 - ($(date +%s) - start) )); }
 ( PYTHONPATH=tools python3 -c "import fused3d_torch; fused3d_torch.load_extension()" >"$out/ext_build.log" 2>&1
   echo "extension build exit $? after $(( $(date +%s) - start )) s" ) &
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=python3 -DCMAKE_CUDA_ARCHITECTURES=90a \
@@ -14,6 +17,13 @@ wait
 timeout 240 ctest --test-dir build --output-on-failure -j 16 >"$out/ctest.log" 2>&1; echo "ctest exit $? after $(( $(date +%s) - start )) s"
 grep -E "tests passed|\(Failed\)|\(Skipped\)|Timeout|Not Run" "$out/ctest.log" | head -20
 grep -E "sweep    \]|Failure|Expected|Which is|fused vs|config " "$out/ctest.log" | head -20
-PYTHONUNBUFFERED=1 timeout $(( 585 - ($(date +%s) - start) )) python3 tools/bench_layers.py --no-compile --runs 20 \
+PYTHONUNBUFFERED=1 timeout $(left) python3 tools/bench_layers.py --no-compile --runs 20 \
   --out "$out/layers" >"$out/layers.log" 2>&1; echo "bench_layers exit $? after $(( $(date +%s) - start )) s"
 grep -E "Geometric" "$out/layers.log"
+PYTHONUNBUFFERED=1 timeout $(( $(left) - 60 )) python3 tools/bench_files.py --exe build/fused3d --files 32 \
+  --per-file 4 --csv "$out/files.csv" >"$out/files.log" 2>&1; echo "bench_files exit $? after $(( $(date +%s) - start )) s"
+tail -12 "$out/files.log"
+rm -rf /tmp/fused3d_files
+PYTHONUNBUFFERED=1 timeout $(left) python3 tools/bench_layers.py --layers cin32_k3_8x32,cin16_k3_pad1_64,k7,depthwise,k3 \
+  --runs 20 --append --out "$out/layers" >"$out/layers_compile.log" 2>&1; echo "bench_layers compile exit $? after $(( $(date +%s) - start )) s"
+grep -E "compile" "$out/layers_compile.log" | grep -v "^|" | cut -c1-200 | head -10
