@@ -217,28 +217,8 @@ void launch_for_depth(const at::Tensor& x, const Params& p, long long batch, int
 }  // namespace
 
 Tiling tiling(const at::Tensor& x, const FusedLayer& layer, int depth) {
-  const auto k = layer.kernel();
-  const auto o = conv_output_spatial(x, layer);
-  const auto narrow = [](int64_t v) { return static_cast<int>(v); };
   Tiling t{};
-  t.d = narrow(x.size(2));
-  t.h = narrow(x.size(3));
-  t.w = narrow(x.size(4));
-  t.od = narrow(o[0]);
-  t.oh = narrow(o[1]);
-  t.ow = narrow(o[2]);
-  t.kd = narrow(k[0]);
-  t.kh = narrow(k[1]);
-  t.kw = narrow(k[2]);
-  t.sd = narrow(layer.stride[0]);
-  t.sh = narrow(layer.stride[1]);
-  t.sw = narrow(layer.stride[2]);
-  t.pd = narrow(layer.padding[0]);
-  t.ph = narrow(layer.padding[1]);
-  t.pw = narrow(layer.padding[2]);
-  t.dd = narrow(layer.dilation[0]);
-  t.dh = narrow(layer.dilation[1]);
-  t.dw = narrow(layer.dilation[2]);
+  static_cast<ConvSpatial&>(t) = conv_spatial(x, layer);
   t.depth = depth;
   // Narrow outputs take narrower tiles, so that a block's threads have positions to compute.
   t.columns = t.ow > 16 ? 32 : t.ow > 8 ? 16 : 8;

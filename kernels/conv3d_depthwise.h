@@ -34,14 +34,9 @@ struct Traits {
   static_assert(kDeepTile > kHalfTile && kHalfTile > 1, "tile depths in decreasing order");
 };
 
-// A layer's tiling: the conv settings, the tile shape and the footprint's extent.
-struct Tiling {
-  int d, h, w;         // input extent
-  int od, oh, ow;      // output extent
-  int kd, kh, kw;      // kernel
-  int sd, sh, sw;      // stride
-  int pd, ph, pw;      // zero padding
-  int dd, dh, dw;      // dilation
+// A layer's tiling: the conv settings (ConvSpatial, fused_layer.h), the tile shape and the
+// footprint's extent.
+struct Tiling : ConvSpatial {
   int depth;           // output planes per tile: kDeepTile, kHalfTile or 1
   int rows, columns;   // output rows and columns per tile: rows * columns = kThreads
   int fd, fh, fw;      // the footprint's extent

@@ -391,29 +391,27 @@ void launch_for_padding(const at::Tensor& x, const Params& p, int n_tiles, long 
 }  // namespace
 
 Geometry geometry(const at::Tensor& x, const FusedLayer& layer) {
-  const auto k = layer.kernel();
-  const auto o = conv_output_spatial(x, layer);
-  const auto narrow = [](int64_t v) { return static_cast<int>(v); };
+  const ConvSpatial c = conv_spatial(x, layer);
   Geometry g{};
-  g.d = narrow(x.size(2));
-  g.h = narrow(x.size(3));
-  g.w = narrow(x.size(4));
-  g.oh = narrow(o[1]);
-  g.ow = narrow(o[2]);
-  g.positions = narrow(o[0] * o[1] * o[2]);
-  g.sd = narrow(layer.stride[0]);
-  g.sh = narrow(layer.stride[1]);
-  g.sw = narrow(layer.stride[2]);
-  g.pd = narrow(layer.padding[0]);
-  g.ph = narrow(layer.padding[1]);
-  g.pw = narrow(layer.padding[2]);
-  g.dd = narrow(layer.dilation[0]);
-  g.dh = narrow(layer.dilation[1]);
-  g.dw = narrow(layer.dilation[2]);
-  g.kh = narrow(k[1]);
-  g.kw = narrow(k[2]);
-  g.taps = narrow(k[0] * k[1] * k[2]);
-  g.k_total = narrow(layer.in_channels()) * g.taps;
+  g.d = c.d;
+  g.h = c.h;
+  g.w = c.w;
+  g.oh = c.oh;
+  g.ow = c.ow;
+  g.positions = static_cast<int>(int64_t{c.od} * c.oh * c.ow);
+  g.sd = c.sd;
+  g.sh = c.sh;
+  g.sw = c.sw;
+  g.pd = c.pd;
+  g.ph = c.ph;
+  g.pw = c.pw;
+  g.dd = c.dd;
+  g.dh = c.dh;
+  g.dw = c.dw;
+  g.kh = c.kh;
+  g.kw = c.kw;
+  g.taps = c.kd * c.kh * c.kw;
+  g.k_total = static_cast<int>(layer.in_channels()) * g.taps;
   g.padded = layer.padding != std::array<int64_t, 3>{0, 0, 0};
   return g;
 }

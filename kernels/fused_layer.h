@@ -208,6 +208,27 @@ inline std::array<int64_t, 3> conv_output_spatial(const at::Tensor& x, const Fus
   return o;
 }
 
+// x's spatial extents, the output's, and the conv settings, as the kernels take them: 32-bit
+// (offsets within one sample are 32-bit; the entry checks Cin*D*H*W < 2^31).
+struct ConvSpatial {
+  int d, h, w;     // input extent
+  int od, oh, ow;  // output extent
+  int kd, kh, kw;  // kernel
+  int sd, sh, sw;  // stride
+  int pd, ph, pw;  // zero padding
+  int dd, dh, dw;  // dilation
+};
+
+inline ConvSpatial conv_spatial(const at::Tensor& x, const FusedLayer& l) {
+  const auto k = l.kernel();
+  const auto o = conv_output_spatial(x, l);
+  const auto narrow = [](int64_t v) { return static_cast<int>(v); };
+  return {narrow(x.size(2)),     narrow(x.size(3)),     narrow(x.size(4)),     narrow(o[0]),          narrow(o[1]),
+          narrow(o[2]),          narrow(k[0]),          narrow(k[1]),          narrow(k[2]),          narrow(l.stride[0]),
+          narrow(l.stride[1]),   narrow(l.stride[2]),   narrow(l.padding[0]),  narrow(l.padding[1]),  narrow(l.padding[2]),
+          narrow(l.dilation[0]), narrow(l.dilation[1]), narrow(l.dilation[2])};
+}
+
 // What every fused entry checks before it computes: the layer is well formed and supported, x
 // fits it, and x and the layer's weights live on `device`. Empty when fine.
 inline std::string forward_reason(const at::Tensor& x, const FusedLayer& l, const at::Device& device) {
