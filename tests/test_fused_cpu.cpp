@@ -7,10 +7,45 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
+#include <cmath>
+#include <cstring>
+
 namespace fused3d::test {
 namespace {
 
 const at::Device kCpu(at::kCPU);
+
+// The tail's two forms give the same bits on runs of every length class (shorter than the 16 lanes,
+// whole lanes, past a 1024-value block) and on values that test the clamps: NaN, infinities, -0,
+// values around -3 and 3 (where the gate reaches 0 and 1), tiny ones; and the moments match
+// float64's. Skipped where the CPU has no AVX2 (the portable form is all there is).
+TEST(FusedCpu, TailFormsGiveTheSameBits) {
+  if (!cpu_has_avx2()) GTEST_SKIP() << "no AVX2 on this CPU: the portable form is the only one";
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(71);
+  for (const int64_t count : {1, 7, 16, 17, 84, 350, 1023, 1024, 1025, 10933}) {
+    for (int kind = 0; kind < 4; ++kind) {
+      SCOPED_TRACE("count " + std::to_string(count) + " kind " + std::to_string(kind));
+      at::Tensor v = kind == 0   ? at::randn({count}, gen) * 4.0
+                     : kind == 1 ? at::rand({count}, gen) * 1e-4 + 5.0
+                     : kind == 2 ? at::randn({count}, gen) * 1e-30
+                                 : (at::randint(-3, 4, {count}, gen).to(at::kFloat) + at::randn({count}, gen) * 1e-6);
+      if (kind == 3 && count > 10) {
+        auto a = v.accessor<float, 1>();
+        a[3] = NAN, a[5] = -INFINITY, a[7] = INFINITY, a[8] = -0.0f;
+      }
+      const Moments<float> p = hardswish_moments_portable(v.data_ptr<float>(), count);
+      const Moments<float> x = hardswish_moments_avx2(v.data_ptr<float>(), count);
+      ASSERT_EQ(std::memcmp(&p, &x, sizeof p), 0) << p.mean << " " << p.m2 << " against " << x.mean << " " << x.m2;
+      if (kind == 3 && count > 10) continue;  // NaN
+      const at::Tensor h = at::hardswish(v.to(at::kDouble));
+      const double mean = h.mean().item<double>(), m2 = (h - mean).pow(2).sum().item<double>();
+      EXPECT_EQ(p.count, static_cast<float>(count));
+      // float32 sums of pivot-shifted values in blocks of 1024: a few float roundings of the spread.
+      EXPECT_NEAR(p.mean, mean, 1e-6 * (std::abs(mean) + h.std(/*unbiased=*/false).item<double>()) + 1e-37);
+      EXPECT_NEAR(p.m2, m2, 1e-5 * m2 + 1e-37);
+    }
+  }
+}
 
 TEST(FusedCpu, MatchesNativeAndFloat64OverShapeMatrix) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1234);
