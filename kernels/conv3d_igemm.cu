@@ -65,24 +65,6 @@ struct Params {
 // ------------------------------------------------------------------------------------------------
 // CUDA kernels
 
-// The operands of A, per element. ptxas expands cvt.rna.tf32.f32 to five instructions on sm_90 (a
-// compare and select for NaN besides the rounding), as many as the gather spends on the element.
-//   tf32 mode: v rounded to TF32 as cvt.rna does it (nearest, ties away from zero) in two integer
-//     operations: add half a TF32 ulp to the magnitude bits, clear the 13 bits TF32 drops.
-//     Infinities stay, NaN stays NaN, a carry out of the largest finite values gives infinity.
-//   split: hi = v with those bits cleared (one operation) and lo = v - hi, exact; the MMA reads
-//     lo's top 19 bits, so the product keeps v to 2^-21 of itself (rounding both parts keeps 2^-22,
-//     at three more operations per element), against float32's 2^-24 and the mode's 1e-5 bound.
-__device__ __forceinline__ float round_to_tf32(float v) {
-  return __uint_as_float((__float_as_uint(v) + 0x1000u) & 0xFFFFE000u);
-}
-__device__ __forceinline__ float truncate_to_tf32(float v) { return __uint_as_float(__float_as_uint(v) & 0xFFFFE000u); }
-
-__device__ __forceinline__ Moments<float> shuffle_xor(const Moments<float>& m, int offset) {
-  return {__shfl_xor_sync(0xffffffffu, m.count, offset), __shfl_xor_sync(0xffffffffu, m.mean, offset),
-          __shfl_xor_sync(0xffffffffu, m.m2, offset)};
-}
-
 // grid: (B * tiles, G * blocks). kPadded: the layer has zero padding (the gather tests bounds).
 // float32 x: m16n8k8 TF32 MMAs (kSplit: three per product); float16 / bfloat16 x: m16n8k16 MMAs
 // in that type on the values as they are (kHalf), A and W held as 16-bit patterns.
@@ -335,15 +317,8 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == Traits::kMaxNTile
 // ------------------------------------------------------------------------------------------------
 // Kernel launchers
 
-namespace {
-
 int n_tiles_for(int64_t cout_per_group) {
   return cout_per_group <= 8 ? 1 : cout_per_group <= 16 ? 2 : cout_per_group <= 32 ? 4 : Traits::kMaxNTiles;
-}
-
-int64_t k_total(const FusedLayer& l) {
-  const auto k = l.kernel();
-  return l.in_channels() * k[0] * k[1] * k[2];
 }
 
 // Steps per tile: up to kMaxSteps where the grid has blocks to spare (each step's block-wide
@@ -353,6 +328,13 @@ int steps_per_tile(long long batch, int positions, int channel_blocks, int sms) 
   const long long steps = (positions + Traits::kBlockM - 1) / Traits::kBlockM;
   const long long work = batch * steps * channel_blocks;
   return static_cast<int>(std::clamp<long long>(work / (16LL * sms), 1, Traits::kMaxSteps));
+}
+
+namespace {
+
+int64_t k_total(const FusedLayer& l) {
+  const auto k = l.kernel();
+  return l.in_channels() * k[0] * k[1] * k[2];
 }
 
 template <typename T, int kNTiles, bool kSplit, bool kPadded>
@@ -420,19 +402,27 @@ bool splits(at::ScalarType dtype, Precision precision) {
   return dtype == at::kFloat && precision == Precision::kAccurate;
 }
 
-// (Cout, Cin/G, KD, KH, KW) -> (G * blocks, K padded, 8 * n_tiles): per conv group, W = the group's
-// weights as (channels, K) transposed, its channels padded to whole blocks and K to whole slices
+// (Cout, Cin/G, KD, KH, KW) -> (G, Cout/G, K) with k = ci * taps + tap, K padded to whole slices
 // with zeros.
 IgemmWeights pack_weights(const FusedLayer& l, Precision precision) {
-  const int64_t groups = l.conv_groups, cout = l.out_channels(), per_group = cout / groups;
+  const int64_t groups = l.conv_groups, per_group = l.out_channels() / groups;
   const int64_t k = k_total(l), k_padded = (k + Traits::kBlockK - 1) / Traits::kBlockK * Traits::kBlockK;
+  return pack_columns(l, at::constant_pad_nd(l.weight.to(at::kFloat).reshape({groups, per_group, k}), {0, k_padded - k}),
+                      precision);
+}
+
+// (G, Cout/G, K) -> (G * blocks, K, 8 * n_tiles): per conv group, W = the group's weights as
+// (channels, K) transposed, its channels padded to whole blocks with zeros.
+IgemmWeights pack_columns(const FusedLayer& l, const at::Tensor& w_columns, Precision precision) {
+  const int64_t groups = l.conv_groups, cout = l.out_channels(), per_group = cout / groups;
+  const int64_t k_padded = w_columns.size(2);
+  TORCH_CHECK(k_padded % Traits::kBlockK == 0, "fused3d: packed K of ", k_padded, " is not whole slices");
   IgemmWeights packed;
   packed.n_tiles = n_tiles_for(per_group);
   const int64_t n = 8 * packed.n_tiles;
   packed.blocks = static_cast<int>((per_group + n - 1) / n);
   const int64_t padded_channels = packed.blocks * n;
-  const at::Tensor w = at::constant_pad_nd(l.weight.to(at::kFloat).reshape({groups, per_group, k}),
-                                           {0, k_padded - k, 0, padded_channels - per_group});
+  const at::Tensor w = at::constant_pad_nd(w_columns, {0, 0, 0, padded_channels - per_group});
   const at::Tensor wt = w.reshape({groups * packed.blocks, n, k_padded}).transpose(1, 2).contiguous();
   packed.hi = k4::round_to_tf32(wt);
   if (splits(l.weight.scalar_type(), precision)) packed.lo = k4::round_to_tf32(wt - packed.hi);

@@ -119,6 +119,17 @@ bool splits(at::ScalarType dtype, Precision precision);
 
 IgemmWeights pack_weights(const FusedLayer& layer, Precision precision);
 
+// What the box kernel (conv3d_igemm_box.h) shares with this one: the channel blocking, the steps
+// per tile, and the packing of W once its columns are in the kernel's order.
+// n8 tiles per block of output channels, for a conv group of that many: 1, 2, 4 or kMaxNTiles.
+int n_tiles_for(int64_t cout_per_group);
+// Steps per tile for a sample of `positions` output positions (steps of kBlockM): up to kMaxSteps
+// where the grid has blocks to spare, fewer where the batch would leave SMs idle.
+int steps_per_tile(long long batch, int positions, int channel_blocks, int sms);
+// W as (G, Cout/G, K) float32, K a whole number of kBlockK slices in the kernel's column order ->
+// the packed weights: channels padded to whole blocks, TF32 hi (and lo where splits()), the bias.
+IgemmWeights pack_columns(const FusedLayer& layer, const at::Tensor& w, Precision precision);
+
 // Whether the kernel takes x's device (its code has mma.sync's TF32 form: sm_80 on).
 bool can_run(const at::Tensor& x);
 // Partial-moment tiles per sample (each of up to kMaxSteps steps of kBlockM positions).
@@ -126,5 +137,27 @@ int tiles(const at::Tensor& x, const FusedLayer& layer);
 // partials: (B, tiles, Cout) Moments<float> viewed as (B, tiles, Cout, 3) floats; x contiguous.
 void launch(const at::Tensor& x, const FusedLayer& layer, const IgemmWeights& weights, int tiles, at::Tensor& partials,
             cudaStream_t stream);
+
+#if defined(__CUDACC__)
+// ---- device code both implicit-GEMM kernels use
+
+// The operands of A, per element. ptxas expands cvt.rna.tf32.f32 to five instructions on sm_90 (a
+// compare and select for NaN besides the rounding), as many as the gather spends on the element.
+//   tf32 mode: v rounded to TF32 as cvt.rna does it (nearest, ties away from zero) in two integer
+//     operations: add half a TF32 ulp to the magnitude bits, clear the 13 bits TF32 drops.
+//     Infinities stay, NaN stays NaN, a carry out of the largest finite values gives infinity.
+//   split: hi = v with those bits cleared (one operation) and lo = v - hi, exact; the MMA reads
+//     lo's top 19 bits, so the product keeps v to 2^-21 of itself (rounding both parts keeps 2^-22,
+//     at three more operations per element), against float32's 2^-24 and the mode's 1e-5 bound.
+__device__ __forceinline__ float round_to_tf32(float v) {
+  return __uint_as_float((__float_as_uint(v) + 0x1000u) & 0xFFFFE000u);
+}
+__device__ __forceinline__ float truncate_to_tf32(float v) { return __uint_as_float(__float_as_uint(v) & 0xFFFFE000u); }
+
+__device__ __forceinline__ Moments<float> shuffle_xor(const Moments<float>& m, int offset) {
+  return {__shfl_xor_sync(0xffffffffu, m.count, offset), __shfl_xor_sync(0xffffffffu, m.mean, offset),
+          __shfl_xor_sync(0xffffffffu, m.m2, offset)};
+}
+#endif
 
 }  // namespace fused3d::igemm

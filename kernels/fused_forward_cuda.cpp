@@ -5,6 +5,7 @@
 #include "conv3d_depthwise.h"
 #include "conv3d_general.h"
 #include "conv3d_igemm.h"
+#include "conv3d_igemm_box.h"
 #include "conv3d_k4_mma.h"
 #include "conv3d_k4_planes.h"
 #include "epilogue.h"
@@ -29,13 +30,14 @@ namespace {
 // from, so their storage cannot be reused by another tensor while cached, and their version
 // counters catch in-place changes.
 // The kernels of one family read the same packed weights.
-enum class Packing { kK4, kIgemm, kDepthwise, kGeneral };
+enum class Packing { kK4, kIgemm, kIgemmBox, kDepthwise, kGeneral };
 
 Packing packing_for(KernelKind kernel) {
   switch (kernel) {
     case KernelKind::kK4Mma:
     case KernelKind::kK4Planes: return Packing::kK4;
     case KernelKind::kIgemm: return Packing::kIgemm;
+    case KernelKind::kIgemmBox: return Packing::kIgemmBox;
     case KernelKind::kDepthwise: return Packing::kDepthwise;
     case KernelKind::kGeneral: break;
   }
@@ -49,7 +51,7 @@ struct PackedEntry {
   Precision precision;
   Packing packing;
   k4::TensorcoreWeights tc;         // the kernel-4x4x4 tensor-core kernels
-  igemm::IgemmWeights igemm;        // the implicit-GEMM kernel
+  igemm::IgemmWeights igemm;        // the implicit-GEMM kernels (K in each one's column order)
   depthwise::DepthwiseWeights depthwise;  // the depthwise kernel
   general::GeneralWeights general;  // the general kernel
 };
@@ -76,6 +78,7 @@ PackedEntry packed_weights(const FusedLayer& l, Precision precision, Packing pac
   switch (packing) {
     case Packing::kK4: e.tc = k4::pack_tensorcore_weights(l, precision); break;
     case Packing::kIgemm: e.igemm = igemm::pack_weights(l, precision); break;
+    case Packing::kIgemmBox: e.igemm = igemm_box::pack_weights(l, precision); break;
     case Packing::kDepthwise: e.depthwise = depthwise::pack_weights(l); break;
     case Packing::kGeneral: e.general = general::pack_weights(l); break;
   }
@@ -130,6 +133,8 @@ void fused_forward_cuda_out(const at::Tensor& input, const FusedLayer& layer, Pr
     depthwise::launch(x, layer, packed.depthwise, partials, stream);
   } else if (plan.kernel == KernelKind::kIgemm) {
     igemm::launch(x, layer, packed.igemm, plan.tiles, partials, stream);
+  } else if (plan.kernel == KernelKind::kIgemmBox) {
+    igemm_box::launch(x, layer, packed.igemm, plan.tiles, partials, stream);
   } else {
     const k4::SampleTerms terms = k4::sample_terms(x, packed.tc, stream);
     if (plan.kernel == KernelKind::kK4Mma)

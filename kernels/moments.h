@@ -73,6 +73,23 @@ FUSED3D_HOST_DEVICE Moments<T> moments_of(const T (&v)[N], int valid) {
   return {T(valid), mean, m2};
 }
 
+// The same for the values whose `use` flag is set (any subset, in the same order).
+template <typename T, int N>
+FUSED3D_HOST_DEVICE Moments<T> moments_of_selected(const T (&v)[N], const bool (&use)[N]) {
+  T sum = 0, count = 0;
+  for (int i = 0; i < N; ++i) {
+    sum += use[i] ? v[i] : T(0);
+    count += use[i] ? T(1) : T(0);
+  }
+  const T mean = count > T(0) ? sum / count : T(0);
+  T m2 = 0;
+  for (int i = 0; i < N; ++i) {
+    const T d = v[i] - mean;
+    m2 += use[i] ? d * d : T(0);
+  }
+  return {count, mean, m2};
+}
+
 // Moments of a run of values in memory (the CPU path: one output row), two-pass.
 template <typename T>
 FUSED3D_HOST_DEVICE Moments<T> moments_of_span(const T* v, int count) {

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <iostream>
 #include <random>
 
@@ -26,6 +27,15 @@ bool on_tensor_cores(const Plan& plan) {
 }
 
 bool is_depthwise(const LayerSpec& s) { return s.cin == s.conv_groups && s.cout / s.conv_groups <= 4; }
+
+// FUSED3D_KERNEL (plan.h) set for a scope: the plan takes that kernel, or refuses the layer.
+class RequestedKernel {
+ public:
+  explicit RequestedKernel(const char* id) { setenv("FUSED3D_KERNEL", id, 1); }
+  ~RequestedKernel() { unsetenv("FUSED3D_KERNEL"); }
+  RequestedKernel(const RequestedKernel&) = delete;
+  RequestedKernel& operator=(const RequestedKernel&) = delete;
+};
 
 class FusedCuda : public ::testing::Test {
  protected:
@@ -145,10 +155,10 @@ TEST_F(FusedCuda, InputsOutsideHalfRangeKeepTheirAccuracy) {
 // Inputs on an offset: x = L * (1 + s * U[0,1)) and L * (1 + s * N(0,1)) for levels L from 1e-3
 // to 1e4 and spreads s down to 1e-6 of the level, in both modes on every tensor-core kernel (the
 // standard layer at B = 64 the planes kernel, at B = 2 the mma.sync kernel; kernel 3 with padding
-// the implicit-GEMM kernel), against float64. Rounding x itself is systematic there (the accurate
+// the box implicit-GEMM kernel, and the implicit-GEMM kernel on request), against float64. Rounding x itself is systematic there (the accurate
 // mode gave 1.65e-5 at L = 0.5, s = 2e-4, with x in fp16): the kernel-4x4x4 kernels round
 // x - x[n, c, 0, 0, 0] and add the pivots' contribution back (k4_sample_terms.h); the implicit-GEMM
-// kernel's accurate mode keeps 22 bits of x by its hi + lo split.
+// kernels' accurate mode keeps 22 bits of x by its hi + lo split.
 TEST_F(FusedCuda, OffsetAndScaledInputsKeepTheModesBounds) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(24);
   using T3 = std::array<int64_t, 3>;
@@ -157,8 +167,11 @@ TEST_F(FusedCuda, OffsetAndScaledInputsKeepTheModesBounds) {
     KernelKind kernel;
   } cases[] = {{{64, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true}, KernelKind::kK4Planes},
                {{2, 3, 16, 4, {4, 4, 4}, {16, 32, 32}, true, true}, KernelKind::kK4Mma},
+               {{4, 3, 16, 4, {3, 3, 3}, {16, 32, 32}, true, true, T3{1, 1, 1}, T3{1, 1, 1}}, KernelKind::kIgemmBox},
                {{4, 3, 16, 4, {3, 3, 3}, {16, 32, 32}, true, true, T3{1, 1, 1}, T3{1, 1, 1}}, KernelKind::kIgemm}};
   for (const auto& [spec, kernel] : cases) {
+    std::optional<RequestedKernel> request;
+    if (kernel == KernelKind::kIgemm) request.emplace("igemm");
     const int64_t batch = spec.batch;
     const FusedLayer layer_cpu = random_layer(spec, gen);
     const FusedLayer layer = layer_to(layer_cpu, cuda_, at::kFloat);
@@ -251,8 +264,8 @@ TEST_F(FusedCuda, BitwiseIdenticalAcrossRuns) {
     ASSERT_TRUE(at::equal(fused_forward(general_x, general_layer), general_first)) << "implicit GEMM, run " << i;
 }
 
-// Layers beyond the shape matrix on the implicit-GEMM kernel, in both modes against native and
-// float64: many channels (K of 864 and 432: 54 and 27 pipeline slices), 130 channels (three blocks
+// Layers beyond the shape matrix on both implicit-GEMM kernels (the box kernel, which the plan
+// picks for float32, and the gather kernel on request), in both modes against native and float64: many channels (K of 864 and 432: 54 and 27 pipeline slices), 130 channels (three blocks
 // of 64, the last mostly padding), kernel 1, kernel 7 with padding 3, a kernel of 576 taps, one
 // input channel and 8 output channels per conv group (the depthwise kernel takes up to 4), and a
 // batch whose tiles split its positions unevenly.
@@ -274,11 +287,46 @@ TEST_F(FusedCuda, ImplicitGemmLayersInBothModes) {
     SCOPED_TRACE(to_string(spec));
     const FusedLayer layer = random_layer(spec, gen);
     const at::Tensor x = random_input(spec, gen);
-    for (const Precision precision : {Precision::kAccurate, Precision::kTF32})
-      ASSERT_EQ(fused_plan(x.to(cuda_), layer_to(layer, cuda_, at::kFloat), precision).kernel, KernelKind::kIgemm);
-    expect_matches_references(layer, x, cuda_, kFloat32Bound, Precision::kAccurate);
-    expect_matches_references(layer, x, cuda_, kTF32Bound, Precision::kTF32);
+    for (const KernelKind kernel : {KernelKind::kIgemmBox, KernelKind::kIgemm}) {
+      SCOPED_TRACE(kernel_id(kernel));
+      std::optional<RequestedKernel> request;
+      if (kernel == KernelKind::kIgemm) request.emplace("igemm");
+      for (const Precision precision : {Precision::kAccurate, Precision::kTF32})
+        ASSERT_EQ(fused_plan(x.to(cuda_), layer_to(layer, cuda_, at::kFloat), precision).kernel, kernel);
+      expect_matches_references(layer, x, cuda_, kFloat32Bound, Precision::kAccurate);
+      expect_matches_references(layer, x, cuda_, kTF32Bound, Precision::kTF32);
+    }
   }
+}
+
+// FUSED3D_KERNEL names the kernel the plan takes where that kernel can take the layer, and is an
+// error otherwise: the depthwise kernel for two input channels per group, the kernel-4x4x4
+// kernels for kernel 3, a name no kernel has. The two implicit-GEMM kernels' results on one layer
+// are not bitwise equal (their K orders differ) but both within the bound.
+TEST_F(FusedCuda, KernelRequestedByName) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(27);
+  const LayerSpec spec{2, 4, 16, 4, {3, 3, 3}, {6, 9, 10}, true, true};
+  const FusedLayer layer = layer_to(random_layer(spec, gen), cuda_, at::kFloat);
+  const at::Tensor x = random_input(spec, gen).to(cuda_);
+  EXPECT_EQ(fused_plan(x, layer, Precision::kAccurate).kernel, KernelKind::kIgemmBox);
+  for (const KernelKind kernel : {KernelKind::kIgemm, KernelKind::kIgemmBox, KernelKind::kGeneral}) {
+    const RequestedKernel request(kernel_id(kernel));
+    EXPECT_EQ(fused_plan(x, layer, Precision::kAccurate).kernel, kernel);
+    EXPECT_EQ(fused_kernel_name(x, layer, Precision::kAccurate).rfind(kernel_id(kernel), 0), 0u);
+  }
+  for (const char* refused : {"depthwise", "k4-mma", "k4-planes", "igemm-boxes", ""}) {
+    SCOPED_TRACE(refused);
+    const RequestedKernel request(refused);
+    if (*refused == '\0') {
+      EXPECT_EQ(fused_plan(x, layer, Precision::kAccurate).kernel, KernelKind::kIgemmBox) << "empty: the plan's own choice";
+      continue;
+    }
+    EXPECT_THROW(fused_forward(x, layer), c10::Error);
+  }
+  const at::Tensor half = x.to(at::kHalf);
+  const RequestedKernel request("igemm-box");
+  EXPECT_THROW(fused_plan(half, layer_to(layer, cuda_, at::kHalf), Precision::kAccurate), c10::Error)
+      << "float16 inputs are the gather kernel's";
 }
 
 // Layers with one input channel per conv group on the depthwise kernel, against native and
@@ -326,7 +374,7 @@ TEST_F(FusedCuda, DepthwiseLayersInBothModes) {
 // At least 200 random layers and inputs a run, from a seed printed (and settable with
 // FUSED3D_SWEEP_SEED) so any failure reproduces: channels, kernel sizes per axis, groups, eps,
 // bias and affine drawn at random over what the fused kernels accept, a fifth of them in the
-// kernel-4x4x4 kernels' shape (kernel 4, 16 channels), the others on the implicit-GEMM kernel (or
+// kernel-4x4x4 kernels' shape (kernel 4, 16 channels), the others on the implicit-GEMM kernels (or
 // the depthwise one, where a conv group has one input channel); the share per kernel is printed. Checked against float64 on the GPU:
 //   ||out - ref|| <= bound * ||ref|| + 1e-6 * sqrt(numel)
 // The absolute term covers layers whose exact output is 0 (one channel per group, no affine: the
@@ -390,10 +438,11 @@ TEST_F(FusedCuda, RandomizedSweepAgainstFloat64) {
   for (const auto& [kernel, count] : per_kernel) std::cout << " " << kernel << " " << count;
   std::cout << std::endl;
   // Kernels of up to 7 per axis: on sm_80 on every configuration takes a tensor-core kernel but
-  // those with one input channel per conv group, which take the depthwise kernel.
+  // those with one input channel per conv group, which take the depthwise kernel; the sweep's
+  // footprints are small, so the box kernel takes most of the others.
   EXPECT_EQ(tensorcore + per_kernel["depthwise"], kConfigs);
   EXPECT_EQ(per_kernel["general"], 0);
-  EXPECT_GE(per_kernel["igemm"], kConfigs / 2);
+  EXPECT_GE(per_kernel["igemm-box"], kConfigs / 2);
 }
 
 TEST_F(FusedCuda, Float16AndBFloat16ComputeInFloat32) {

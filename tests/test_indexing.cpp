@@ -2,10 +2,11 @@
 // items, how the planes kernel shares a batch's output planes among blocks and numbers their pair
 // and input planes, the weight layouts against the PTX fragment layouts (the tensor cores read the
 // packed weights by these formulas; a wrong permute would pass no GPU test at some shapes and every
-// one at others), the implicit-GEMM kernel's gather and weights and the depthwise kernel's tiling
-// against libtorch's conv3d. Runs everywhere, CI included.
+// one at others), the implicit-GEMM kernel's gather and weights, the box kernel's footprints and column order and
+// the depthwise kernel's tiling against libtorch's conv3d. Runs everywhere, CI included.
 #include "conv3d_depthwise.h"
 #include "conv3d_igemm.h"
+#include "conv3d_igemm_box.h"
 #include "conv3d_k4_mma.h"
 #include "conv3d_k4_planes.h"
 #include "k4_geometry.h"
@@ -15,6 +16,9 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
+#include <cmath>
+#include <map>
 #include <vector>
 
 namespace fused3d::test {
@@ -304,6 +308,131 @@ TEST(Indexing, ImplicitGemmWeightPartsAreTf32) {
   EXPECT_FALSE(igemm::splits(at::kBFloat16, Precision::kAccurate));
 }
 
+
+// The box implicit-GEMM kernel's GEMM, built on the host from its own index functions (box_origin,
+// row_offset, column_offset: conv3d_igemm_box.h) and packed weights (hi + lo), in double, against
+// libtorch's conv3d in double: the shape matrix and layers that take each box shape, each chunk
+// width (4, 8, 16 with one tap, several chunks with a partial last one), padded taps, stride,
+// dilation, padding beyond the kernel's reach and conv groups. The kernel fills chunk j's
+// footprints with x at the box origin's input coordinates plus (fz, fy, fx), 0 outside the input
+// and for channels past the group's, and reads A[p, k] at row_offset(p) + column_offset(k). Also:
+// every output position belongs to exactly one box; a lane's columns 8q + quad read
+// column_offset(8q) + quad * pitch (the kernel adds the quad's part once per step); every read of a
+// box's 128 positions stays inside the chunk's footprints; the pitch is 8 mod 32; W is zero where
+// it is padding.
+TEST(Indexing, BoxFootprintsAndColumnsReproduceConv3d) {
+  using T3 = std::array<int64_t, 3>;
+  std::vector<LayerSpec> specs = shape_matrix();
+  specs.push_back({1, 3, 16, 4, {3, 3, 3}, {4, 20, 64}, true, true, T3{1, 1, 1}, T3{1, 1, 1}});  // 4 x 32 boxes
+  specs.push_back({1, 12, 20, 4, {3, 3, 3}, {5, 19, 17}, true, true});                         // 8 x 16; chunks of 8, 4 channels in the last
+  specs.push_back({1, 5, 8, 2, {2, 3, 2}, {7, 30, 6}, false, true, T3{1, 1, 1}, T3{0, 2, 0}, T3{2, 1, 1}});  // 16 x 8
+  specs.push_back({1, 20, 24, 4, {1, 1, 1}, {3, 9, 11}, true, true});                          // one tap: chunks of 16
+  specs.push_back({1, 4, 8, 2, {1, 3, 5}, {4, 9, 20}, true, false, T3{2, 2, 3}, T3{0, 3, 2}, T3{1, 1, 2}, 2});
+  specs.push_back({1, 6, 6, 6, {3, 3, 3}, {5, 5, 5}, true, true, T3{1, 1, 1}, T3{1, 1, 1}, T3{1, 1, 1}, 6});
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(46);
+  std::map<int, int> shapes, chunks;
+  for (LayerSpec spec : specs) {
+    spec.batch = 1;
+    SCOPED_TRACE(to_string(spec));
+    const FusedLayer layer = random_layer(spec, gen);
+    const at::Tensor x = random_input(spec, gen).to(at::kDouble);
+    const igemm_box::Tiling t = igemm_box::tiling(x, layer);
+    ++shapes[t.columns];
+    ++chunks[t.chunk];
+    ASSERT_EQ(t.rows * t.columns, igemm_box::Traits::kBoxPositions);
+    ASSERT_EQ(t.pitch % 32, 8);
+    ASSERT_GE(t.pitch, t.fd * t.fh * t.fw);
+    ASSERT_EQ(t.taps_padded * t.chunk % igemm_box::Traits::kBlockK, 0);
+    ASSERT_GE(t.chunks * t.chunk, t.cin_per_group);
+    ASSERT_LT((t.chunks - 1) * t.chunk, t.cin_per_group) << "no chunk is all padding";
+    const int columns_per_chunk = t.taps_padded * t.chunk;
+    int widest = 0;
+    for (int k = 0; k < columns_per_chunk; ++k) widest = std::max(widest, igemm_box::column_offset(t, k));
+    for (int q = 0; q < columns_per_chunk / 8; ++q)
+      for (int quad = 0; quad < 4; ++quad)
+        for (const int half : {0, 4})
+          ASSERT_EQ(igemm_box::column_offset(t, 8 * q + half + quad), igemm_box::column_offset(t, 8 * q + half) + quad * t.pitch)
+              << "step " << q << " quad " << quad;
+    for (int p = 0; p < igemm_box::Traits::kBoxPositions; ++p)
+      ASSERT_LT(igemm_box::row_offset(t, p) + widest, t.chunk * t.pitch) << "position " << p << " reads past its chunk";
+
+    const igemm::IgemmWeights packed = igemm_box::pack_weights(layer, Precision::kAccurate);
+    ASSERT_TRUE(packed.lo.defined());
+    const int n = 8 * packed.n_tiles;
+    const int64_t groups = layer.conv_groups, per_group = layer.out_channels() / groups;
+    ASSERT_EQ(packed.hi.size(1), int64_t{t.chunks} * columns_per_chunk);
+    const at::Tensor w = packed.hi.to(at::kDouble) + packed.lo.to(at::kDouble);
+    const auto wa = w.accessor<double, 3>();
+    const auto bias = packed.bias.accessor<float, 2>();
+    for (int64_t b = 0; b < w.size(0); ++b)
+      for (int64_t k = 0; k < w.size(1); ++k) {
+        const int local = static_cast<int>(k % columns_per_chunk), tap = local / t.chunk;
+        const int ci = static_cast<int>(k / columns_per_chunk) * t.chunk + local % t.chunk;
+        for (int c = 0; c < n; ++c)
+          if ((b % packed.blocks) * n + c >= per_group || tap >= t.taps || ci >= t.cin_per_group)
+            ASSERT_EQ(wa[b][k][c], 0.0) << "padding weighs 0: k " << k << " channel " << c;
+      }
+    const at::Tensor ref = at::conv3d(x, layer.weight.to(at::kDouble), layer.bias.defined() ? layer.bias.to(at::kDouble) : at::Tensor(),
+                                      layer.stride, layer.padding, layer.dilation, groups);
+    ASSERT_EQ(ref.sizes(), at::IntArrayRef({1, layer.out_channels(), t.od, t.oh, t.ow}));
+    const auto ra = ref.accessor<double, 5>();
+    const auto xa = x.accessor<double, 5>();
+    at::Tensor covered = at::zeros({t.od, t.oh, t.ow}, at::kInt);
+    auto ca = covered.accessor<int, 3>();
+    std::vector<double> footprints(static_cast<size_t>(t.chunks) * t.chunk * t.pitch);  // every chunk's, one after another
+    for (int64_t g = 0; g < groups; ++g)
+      for (int box = 0; box < t.boxes; ++box) {
+        const igemm_box::BoxOrigin o = igemm_box::box_origin(t, box);
+        std::fill(footprints.begin(), footprints.end(), std::nan(""));  // the gaps between channels are never read
+        for (int c = 0; c < t.chunks * t.chunk; ++c)
+          for (int fz = 0; fz < t.fd; ++fz)
+            for (int fy = 0; fy < t.fh; ++fy)
+              for (int fx = 0; fx < t.fw; ++fx) {
+                const int z = o.od * t.sd - t.pd + fz, y = o.oh * t.sh - t.ph + fy, xi = o.ow * t.sw - t.pw + fx;
+                const bool inside = c < t.cin_per_group && z >= 0 && z < t.d && y >= 0 && y < t.h && xi >= 0 && xi < t.w;
+                footprints[static_cast<size_t>(c) * t.pitch + (fz * t.fh + fy) * t.fw + fx] =
+                    inside ? xa[0][g * t.cin_per_group + c][z][y][xi] : 0.0;
+              }
+        for (int p = 0; p < igemm_box::Traits::kBoxPositions; ++p) {
+          const int oh = o.oh + p / t.columns, ow = o.ow + p % t.columns;
+          if (oh >= t.oh || ow >= t.ow) continue;
+          if (g == 0) ++ca[o.od][oh][ow];
+          for (int64_t ch = 0; ch < per_group; ++ch) {
+            const int64_t block = g * packed.blocks + ch / n;
+            double sum = bias[block][ch % n];
+            for (int j = 0; j < t.chunks; ++j)
+              for (int k = 0; k < columns_per_chunk; ++k) {
+                const double a = footprints[static_cast<size_t>(j) * t.chunk * t.pitch + igemm_box::row_offset(t, p) +
+                                            igemm_box::column_offset(t, k)];
+                ASSERT_FALSE(std::isnan(a)) << "a read between channels' footprints";
+                sum += a * wa[block][int64_t{j} * columns_per_chunk + k][ch % n];
+              }
+            const double want = ra[0][g * per_group + ch][o.od][oh][ow];
+            ASSERT_NEAR(sum, want, 1e-6 * (1.0 + std::abs(want)))
+                << "box " << box << " position " << o.od << "," << oh << "," << ow << " channel " << g * per_group + ch;
+          }
+        }
+      }
+    EXPECT_TRUE(at::equal(covered, at::ones_like(covered))) << "every output position in exactly one box";
+  }
+  EXPECT_EQ(shapes.size(), 3u) << "each box shape is taken";
+  EXPECT_EQ(chunks.size(), 3u) << "each chunk width is taken";
+}
+
+// What the box kernel's footprints cannot hold goes to the implicit-GEMM kernel: a footprint over
+// the shared-memory budget (stride and dilation 8 along H and W), and kernel 7 with 8 channels per
+// chunk (8 x 16 boxes: 7 x 14 x 22 floats a channel); the same kernel 7 with 4 channels fits.
+TEST(Indexing, BoxFootprintsWithinSharedMemory) {
+  using T3 = std::array<int64_t, 3>;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(47);
+  const auto fits = [&](const LayerSpec& spec) {
+    return igemm_box::shared_bytes(igemm_box::tiling(random_input(spec, gen), random_layer(spec, gen))) <=
+           static_cast<size_t>(igemm_box::Traits::kMaxSharedBytes);
+  };
+  EXPECT_FALSE(fits({1, 1, 1, 1, {1, 7, 7}, {2, 60, 60}, true, true, T3{1, 8, 8}, T3{0, 0, 0}, T3{1, 8, 8}, 1}));
+  EXPECT_FALSE(fits({1, 8, 16, 4, {7, 7, 7}, {16, 32, 32}, true, true, T3{1, 1, 1}, T3{3, 3, 3}}));
+  EXPECT_TRUE(fits({1, 4, 16, 4, {7, 7, 7}, {16, 32, 32}, true, true, T3{1, 1, 1}, T3{3, 3, 3}}));
+}
 
 // The depthwise kernel's tiling, on layers with one input channel per conv group: kernel sizes per
 // axis, stride, padding, dilation, 1 to 4 channels per group, outputs narrower than a warp, tiles

@@ -182,10 +182,11 @@ def matmul_rows(gpu):
     return rows
 
 
-def options(l, model, x, compile_):
+def options(l, model, x, compile_, also_kernels=()):
     """(name, make) for every implementation of layer l; make() returns (callable, input, tf32,
     cudnn.benchmark, kernel-name callable or None). Built on demand, so one that cannot even be
-    built is caught like one whose forward raises."""
+    built is caught like one whose forward raises. also_kernels: kernel ids (plan.h) whose fused
+    forward is timed besides the plan's own choice, as "fused MODE [ID]"."""
     dtype = DTYPES[l.dtype]
     state = model.state_dict()
 
@@ -216,6 +217,16 @@ def options(l, model, x, compile_):
         return torch.compile(copy.deepcopy(model), mode="max-autotune-no-cudagraphs")
 
     opts = [fused("accurate"), fused("tf32")]
+    for kernel in also_kernels:
+        # The same operator with the plan held to one kernel (FUSED3D_KERNEL, kernels/plan.h): an
+        # A/B of two kernels on one layer in one process. measure_layer clears the variable after it.
+        for precision in ("accurate", "tf32"):
+            name, make_fused = fused(precision)
+
+            def make(make_fused=make_fused, kernel=kernel):
+                os.environ["FUSED3D_KERNEL"] = kernel
+                return make_fused()
+            opts.append((f"{name} [{kernel}]", make))
     if l.dtype == "float32":
         opts += [("eager fp32", lambda: (model, x, False, False, None)),
                  ("eager tf32", lambda: (model, x, True, True, None)),
@@ -242,7 +253,7 @@ def options(l, model, x, compile_):
     return opts
 
 
-def measure_layer(l, gpu, runs, compile_):
+def measure_layer(l, gpu, runs, compile_, also_kernels=()):
     dtype = DTYPES[l.dtype]
     conv = dict(stride=l.stride, padding=l.padding, dilation=l.dilation, conv_groups=l.conv_groups)
     torch.manual_seed(0)
@@ -258,7 +269,7 @@ def measure_layer(l, gpu, runs, compile_):
         ref_norm = ref.norm()
         flops = conv_flops(l)
         rows = []
-        for name, make in options(l, model, x, compile_):
+        for name, make in options(l, model, x, compile_, also_kernels):
             try:
                 fn, inp, tf32, benchmark, kernel_fn = make()
                 with backends(tf32, benchmark):
@@ -274,6 +285,7 @@ def measure_layer(l, gpu, runs, compile_):
                 message = str(e).splitlines()[0] if str(e) else ""
                 print(f"  {l.name}: {name} failed: {type(e).__name__}: {message[:300]}", flush=True)
                 rows.append(row(gpu, l.name, l.batch, l.dtype, name, kernel=f"failed: {type(e).__name__}"))
+            os.environ.pop("FUSED3D_KERNEL", None)
             torch.cuda.empty_cache()
     return rows
 
@@ -294,7 +306,7 @@ def run_suite(layers, args):
         for l in layers:
             start = time.time()
             try:
-                rows = measure_layer(l, gpu, args.runs, args.compile)
+                rows = measure_layer(l, gpu, args.runs, args.compile, args.also_kernel)
             except Exception as e:  # noqa: BLE001 - e.g. the float64 reference out of memory
                 print(f"{l.name}: skipped, {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                       flush=True)
@@ -500,6 +512,8 @@ def main():
     p.add_argument("--out", default="docs/bench_layers", help="output prefix: PREFIX.csv, PREFIX.png")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="include torch.compile (default on)")
+    p.add_argument("--also-kernel", action="append", default=[], metavar="ID",
+                   help="also time the fused forward held to this kernel (igemm, igemm-box, ...; repeatable)")
     p.add_argument("--append", action="store_true", help="append to PREFIX.csv instead of overwriting it")
     p.add_argument("--report-only", action="store_true", help="tables and plot from PREFIX.csv; run nothing")
     args = p.parse_args()

@@ -27,8 +27,8 @@ KERNELS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__
 # kernels/ as two translation units, as load_inline takes them: the .cu files (device code) in
 # one, the host .cpp files and the operator binding in the other; each file's internals live in a
 # namespace of its own.
-CUDA_UNITS = ("conv3d_depthwise.cu", "conv3d_general.cu", "conv3d_igemm.cu", "conv3d_k4_mma.cu", "conv3d_k4_planes.cu",
-              "device_code.cu", "epilogue.cu", "k4_sample_terms.cu")
+CUDA_UNITS = ("conv3d_depthwise.cu", "conv3d_general.cu", "conv3d_igemm.cu", "conv3d_igemm_box.cu", "conv3d_k4_mma.cu",
+              "conv3d_k4_planes.cu", "device_code.cu", "epilogue.cu", "k4_sample_terms.cu")
 HOST_UNITS = ("fused_forward_cuda.cpp", "plan.cpp", "tensorcore_weights.cpp", "torch_ops.cpp")
 
 _loaded = False

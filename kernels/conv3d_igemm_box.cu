@@ -1,0 +1,412 @@
+// The box implicit-GEMM kernel: conv3d -> bias -> hardswish -> per-(sample, channel) moments on
+// tensor cores (mma.sync m16n8k8, TF32 operands) for float32 inputs, A read from each box's input
+// footprint in shared memory. conv3d_igemm_box.h has the boxes, the footprint and the column order;
+// the GEMM, the operands of the two modes and the statistics are the implicit-GEMM kernel's
+// (conv3d_igemm.cu).
+//
+// Why a footprint: the implicit-GEMM kernel gathers A from global memory, one scalar load per
+// element and tap (~6 instructions an element, ~10 with padding's bounds tests), and stores it to
+// shared memory before the fragments load it back: with few output channels it is bound by those
+// instructions, not by the MMAs. Here each input element is copied once per box and chunk (cp.async,
+// zeros written where the footprint leaves the input), and a fragment element costs one shared load
+// at a position's offset plus a column's (an add): no bounds tests, no table per element.
+//
+// A block of kThreads threads takes one sample, a tile of up to igemm::Traits::kMaxSteps boxes of
+// kBoxPositions output positions, and one block of up to 64 output channels of one conv group. It
+// walks (box, chunk) items: a chunk's footprints are filled into one of two buffers while the
+// other's are multiplied (the fill of item i + 1 is issued with item i's first slice); W's slices
+// of kBlockK columns arrive by cp.async in two stages, one barrier per slice. Per slice a warp
+// multiplies its 32 positions by the block's channels, as the implicit-GEMM kernel does. After a
+// box's last chunk its accumulators (started from the bias) get hardswish and join each thread's
+// running (count, mean, M2) per channel for the positions inside the output; the block then merges
+// lanes and warps in a fixed order and writes one Moments per channel of its tile: no atomics,
+// bitwise deterministic.
+//
+// Limits: float32 x; two chunks' footprints within kMaxSharedBytes (can_run); offsets within one
+// sample 32-bit (the entry checks Cin*D*H*W < 2^31).
+#include "conv3d_igemm_box.h"
+
+#include "device_code.h"
+#include "moments.h"
+#include "ptx.h"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+namespace fused3d::igemm_box {
+
+using GemmTraits = igemm::Traits;
+
+struct Params {
+  const float* w_hi;  // (G * blocks, chunks * taps_padded * chunk, N)
+  const float* w_lo;  // the same, lo parts (split products only)
+  const float* bias;  // (G * blocks, N)
+  Moments<float>* partials;
+  long long sample_stride;  // Cin * D * H * W
+  int group_stride;         // Cin/G * D * H * W: from one conv group's input channels to the next
+  int cout, cout_per_group, blocks;  // blocks: channel blocks per conv group
+  int tiles, steps;                  // tiles per sample, boxes per tile
+  Tiling t;
+};
+
+// ------------------------------------------------------------------------------------------------
+// CUDA kernels
+
+// grid: (B * tiles, G * blocks). kSplit: three TF32 products per product (the accurate mode).
+// With 64 channels held to three blocks per SM, as the implicit-GEMM kernel is.
+template <int kNTiles, bool kSplit>
+__global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxNTiles ? 3 : 1)
+    igemm_box_moments_kernel(const float* __restrict__ x, const Params p) {
+  constexpr int kN = 8 * kNTiles;
+  constexpr int kLdW = GemmTraits::ld_w(kN);
+  constexpr int kParts = kSplit ? 2 : 1;
+  constexpr int kK = Traits::kBlockK;
+  constexpr int kWarps = GemmTraits::kWarps;
+  extern __shared__ __align__(16) float shared[];  // two chunks' footprints, then the column table
+  __shared__ __align__(16) float w_s[GemmTraits::kStages][kParts * kK * kLdW];
+  __shared__ Moments<float> warp_moments[kWarps][kN];
+
+  ptx::launch_dependents();  // the epilogue grid may be scheduled; it waits for this one to end
+  const Tiling& t = p.t;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int group_row = lane / 4, quad = lane % 4;  // the mma fragments' row and column lane indices
+  const long long n = blockIdx.x / p.tiles;
+  const int tile = static_cast<int>(blockIdx.x - n * p.tiles);
+  const int block = blockIdx.y, conv_group = block / p.blocks;
+  const int first_channel = (block - conv_group * p.blocks) * kN;  // within the conv group
+  const float* xs = x + n * p.sample_stride + static_cast<long long>(conv_group) * p.group_stride;
+  const int slices = slices_per_chunk(t);
+  const size_t w_block = static_cast<size_t>(block) * t.chunks * slices * kK * kN;
+  const int footprint_floats = t.chunk * t.pitch;
+  float* footprints = shared;
+  int2* columns = reinterpret_cast<int2*>(shared + 2 * footprint_floats);
+  for (int i = static_cast<int>(threadIdx.x); i < 2 * slices; i += Traits::kThreads)
+    columns[i] = make_int2(column_offset(t, 8 * i), column_offset(t, 8 * i + 4));
+
+  float2 bias[kNTiles];
+#pragma unroll
+  for (int j = 0; j < kNTiles; ++j)
+    bias[j] = *reinterpret_cast<const float2*>(p.bias + static_cast<size_t>(block) * kN + j * 8 + 2 * quad);
+  Moments<float> running[kNTiles][2];
+#pragma unroll
+  for (int j = 0; j < kNTiles; ++j) running[j][0] = running[j][1] = {0.f, 0.f, 0.f};
+
+  // The lane's fragment rows warp * 32 + i * 16 + group_row (+ 8 h) as offsets into a footprint,
+  // with its column quad's channel (column k8 + quad reads channel ci + quad, conv3d_igemm_box.h).
+  int row_base[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      row_base[i][h] = row_offset(t, warp * GemmTraits::kWarpM + i * 16 + group_row + 8 * h) + quad * t.pitch;
+
+  const int first_box = tile * p.steps;
+  const int items = max(0, min(p.steps, t.boxes - first_box)) * t.chunks;
+
+  // Item `item`'s footprints (box first_box + item / chunks, chunk item % chunks) into `buffer`:
+  // each warp fills whole footprint rows, its lanes along the row (coalesced where the stride
+  // along W is 1); zeros outside the input and for channels past the group's.
+  const auto fill = [&](int item, int buffer) {
+    const int chunk = item % t.chunks;
+    const BoxOrigin o = box_origin(t, first_box + item / t.chunks);
+    const int z0 = o.od * t.sd - t.pd, y0 = o.oh * t.sh - t.ph, x0 = o.ow * t.sw - t.pw;
+    const int rows_per_channel = t.fd * t.fh;
+    float* buffer_base = footprints + buffer * footprint_floats;
+    for (int row = warp; row < t.chunk * rows_per_channel; row += kWarps) {
+      const int ci = row / rows_per_channel, rest = row - ci * rows_per_channel;
+      const int fz = rest / t.fh, fy = rest - fz * t.fh;
+      const int c = chunk * t.chunk + ci, z = z0 + fz, y = y0 + fy;
+      const bool row_inside = c < t.cin_per_group && static_cast<unsigned>(z) < static_cast<unsigned>(t.d) &&
+                              static_cast<unsigned>(y) < static_cast<unsigned>(t.h);
+      const float* src = xs + (row_inside ? ((c * t.d + z) * t.h + y) * t.w : 0);
+      float* dst = buffer_base + ci * t.pitch + rest * t.fw;
+      for (int fx = lane; fx < t.fw; fx += 32) {
+        const int xi = x0 + fx;
+        if (row_inside && static_cast<unsigned>(xi) < static_cast<unsigned>(t.w))
+          ptx::cp_async4(dst + fx, src + xi);
+        else
+          dst[fx] = 0.f;
+      }
+    }
+    ptx::cp_async_commit();
+  };
+  // W's slice s (of the group's K) into stage `stage`: kK rows of kN floats per part, 16 bytes a copy.
+  const auto load_w = [&](int s, int stage) {
+    constexpr int kCopies = kK * kN / 4, kRounds = (kCopies + Traits::kThreads - 1) / Traits::kThreads;
+#pragma unroll
+    for (int part = 0; part < kParts; ++part) {
+#pragma unroll
+      for (int round = 0; round < kRounds; ++round) {
+        const int i = round * Traits::kThreads + static_cast<int>(threadIdx.x);
+        if (kCopies % Traits::kThreads != 0 && i >= kCopies) continue;
+        const float* w = (part == 0 ? p.w_hi : p.w_lo) + w_block + static_cast<size_t>(s) * kK * kN;
+        const int row = i / (kN / 4), col = (i - row * (kN / 4)) * 4;
+        ptx::cp_async16(&w_s[stage][(part * kK + row) * kLdW + col], w + row * kN + col);
+      }
+    }
+    ptx::cp_async_commit();
+  };
+
+  float acc[2][kNTiles][4];
+  if (items > 0) {
+    fill(0, 0);
+    load_w(0, 0);
+  }
+  int stage = 0;  // W's stage of the slice being multiplied
+  for (int item = 0; item < items; ++item) {
+    const int chunk = item % t.chunks;
+    if (chunk == 0) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < kNTiles; ++j) {
+          acc[i][j][0] = acc[i][j][2] = bias[j].x;
+          acc[i][j][1] = acc[i][j][3] = bias[j].y;
+        }
+    }
+    const float* footprint = footprints + (item & 1) * footprint_floats;
+    const bool more = item + 1 < items;
+    for (int s = 0; s < slices; ++s) {
+      // Slice s's W (and at s = 0 this item's footprints) have landed; at s = 1 the next item's
+      // fill, committed last, may still be in flight.
+      if (s == 1 && more)
+        ptx::cp_async_wait<1>();
+      else
+        ptx::cp_async_wait<0>();
+      __syncthreads();  // also: every warp is done with the stage and buffer refilled below
+      if (s + 1 < slices)
+        load_w(chunk * slices + s + 1, stage ^ 1);
+      else if (more)
+        load_w((chunk + 1) % t.chunks * slices, stage ^ 1);
+      if (s == 0 && more) fill(item + 1, (item + 1) & 1);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int k8 = 8 * half;
+        const int2 col = columns[2 * s + half];
+        float4 a_hi[2], a_lo[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const float v[4] = {footprint[row_base[i][0] + col.x], footprint[row_base[i][1] + col.x],
+                              footprint[row_base[i][0] + col.y], footprint[row_base[i][1] + col.y]};
+          float hi[4], lo[4];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            if constexpr (kSplit) {
+              hi[e] = igemm::truncate_to_tf32(v[e]);
+              lo[e] = v[e] - hi[e];
+            } else {
+              hi[e] = igemm::round_to_tf32(v[e]);
+            }
+          }
+          a_hi[i] = make_float4(hi[0], hi[1], hi[2], hi[3]);
+          if constexpr (kSplit) a_lo[i] = make_float4(lo[0], lo[1], lo[2], lo[3]);
+        }
+#pragma unroll
+        for (int j = 0; j < kNTiles; ++j) {
+          const int c = j * 8 + group_row;
+          const auto w_at = [&](int part, int k) { return __float_as_uint(w_s[stage][(part * kK + k) * kLdW + c]); };
+          const uint32_t w0 = w_at(0, k8 + quad), w1 = w_at(0, k8 + quad + 4);
+          const uint32_t l0 = w_at(kParts - 1, k8 + quad), l1 = w_at(kParts - 1, k8 + quad + 4);
+#pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            if constexpr (kSplit) {
+              ptx::mma_tf32(acc[i][j], a_lo[i], w0, w1);  // the small terms first
+              ptx::mma_tf32(acc[i][j], a_hi[i], l0, l1);
+            }
+            ptx::mma_tf32(acc[i][j], a_hi[i], w0, w1);
+          }
+        }
+      }
+      stage ^= 1;
+    }
+    if (chunk == t.chunks - 1) {
+      // The box's positions the lane holds: rows [i][h] in accumulators [i][j][2h + e], channel
+      // j * 8 + 2 * quad + e; those outside the output are left out.
+      const BoxOrigin o = box_origin(t, first_box + item / t.chunks);
+      bool inside[4];
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int position = warp * GemmTraits::kWarpM + i * 16 + group_row + 8 * h;
+          const int r = position / t.columns, c = position - r * t.columns;
+          inside[2 * i + h] = o.oh + r < t.oh && o.ow + c < t.ow;
+        }
+#pragma unroll
+      for (int j = 0; j < kNTiles; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float h[4] = {hardswish(acc[0][j][e]), hardswish(acc[0][j][2 + e]), hardswish(acc[1][j][e]),
+                              hardswish(acc[1][j][2 + e])};
+          running[j][e] = merge_moments(running[j][e], moments_of_selected(h, inside));
+        }
+    }
+  }
+
+  // Fixed-order reductions: the 8 row lanes of a channel by xor-shuffles, then the warps in
+  // ascending order.
+#pragma unroll
+  for (int j = 0; j < kNTiles; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+#pragma unroll
+      for (int offset = 4; offset < 32; offset *= 2)
+        running[j][e] = merge_moments(running[j][e], igemm::shuffle_xor(running[j][e], offset));
+      if (group_row == 0) warp_moments[warp][j * 8 + 2 * quad + e] = running[j][e];
+    }
+  __syncthreads();
+  const int c = first_channel + static_cast<int>(threadIdx.x);
+  if (threadIdx.x < kN && c < p.cout_per_group) {
+    Moments<float> warps[kWarps];
+#pragma unroll
+    for (int wi = 0; wi < kWarps; ++wi) warps[wi] = warp_moments[wi][threadIdx.x];
+    p.partials[(n * p.tiles + tile) * p.cout + conv_group * p.cout_per_group + c] = merge_all(warps);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Kernel launchers
+
+namespace {
+
+constexpr int kBoxShapes[][2] = {{4, 32}, {8, 16}, {16, 8}};  // rows, columns
+static_assert(4 * 32 == Traits::kBoxPositions && 8 * 16 == Traits::kBoxPositions && 16 * 8 == Traits::kBoxPositions,
+              "every box shape is one step");
+
+int ceil_div(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
+
+int channel_blocks_of(const FusedLayer& layer) {
+  const int64_t per_group = layer.out_channels() / layer.conv_groups;
+  const int n = 8 * igemm::n_tiles_for(per_group);
+  return static_cast<int>(layer.conv_groups * ((per_group + n - 1) / n));
+}
+
+template <int kNTiles, bool kSplit>
+void launch_kernel(const at::Tensor& x, const Params& p, long long batch, int channel_blocks, cudaStream_t stream) {
+  const long long blocks = batch * p.tiles;
+  TORCH_CHECK(blocks <= std::numeric_limits<int>::max(), "fused3d: batch ", batch,
+              " needs more blocks than one launch takes");
+  TORCH_CHECK(channel_blocks <= 65535, "fused3d: ", channel_blocks, " channel blocks exceed one launch's grid");
+  const size_t smem = shared_bytes(p.t);
+  auto* kernel = igemm_box_moments_kernel<kNTiles, kSplit>;
+  if (smem > 48 * 1024)
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  kernel<<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(channel_blocks)), Traits::kThreads, smem, stream>>>(
+      x.data_ptr<float>(), p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <bool kSplit>
+void launch_for_tiles(const at::Tensor& x, const Params& p, int n_tiles, long long batch, int channel_blocks,
+                      cudaStream_t stream) {
+  switch (n_tiles) {
+    case 1: launch_kernel<1, kSplit>(x, p, batch, channel_blocks, stream); break;
+    case 2: launch_kernel<2, kSplit>(x, p, batch, channel_blocks, stream); break;
+    case 4: launch_kernel<4, kSplit>(x, p, batch, channel_blocks, stream); break;
+    case 8: launch_kernel<8, kSplit>(x, p, batch, channel_blocks, stream); break;
+    default: TORCH_CHECK(false, "fused3d: no box implicit-GEMM kernel for ", n_tiles, " channel tiles");
+  }
+}
+
+}  // namespace
+
+ColumnOrder column_order(const FusedLayer& layer) {
+  const auto k = layer.kernel();
+  ColumnOrder c{};
+  c.cin_per_group = static_cast<int>(layer.in_channels());
+  c.taps = static_cast<int>(k[0] * k[1] * k[2]);
+  c.chunk = c.taps == 1 ? Traits::kMaxChunk : c.cin_per_group <= Traits::kMinChunk ? Traits::kMinChunk : 2 * Traits::kMinChunk;
+  c.chunks = ceil_div(c.cin_per_group, c.chunk);
+  const int taps_multiple = Traits::kBlockK / c.chunk;
+  c.taps_padded = ceil_div(c.taps, taps_multiple) * taps_multiple;
+  return c;
+}
+
+Tiling tiling(const at::Tensor& x, const FusedLayer& layer) {
+  Tiling t{};
+  static_cast<ConvSpatial&>(t) = conv_spatial(x, layer);
+  static_cast<ColumnOrder&>(t) = column_order(layer);
+  t.fd = (t.kd - 1) * t.dd + 1;
+  int64_t best_padded = -1, best_footprint = 0;
+  for (const auto& shape : kBoxShapes) {
+    const int rows = shape[0], columns = shape[1];
+    const int64_t padded = int64_t{ceil_div(t.oh, rows)} * rows * ceil_div(t.ow, columns) * columns;
+    const int64_t fh = int64_t{rows - 1} * t.sh + int64_t{t.kh - 1} * t.dh + 1;
+    const int64_t fw = int64_t{columns - 1} * t.sw + int64_t{t.kw - 1} * t.dw + 1;
+    if (best_padded < 0 || padded < best_padded || (padded == best_padded && fh * fw < best_footprint)) {
+      best_padded = padded;
+      best_footprint = fh * fw;
+      t.rows = rows;
+      t.columns = columns;
+      t.fh = static_cast<int>(std::min<int64_t>(fh, 1 << 24));
+      t.fw = static_cast<int>(std::min<int64_t>(fw, 1 << 24));
+    }
+  }
+  // 8 mod 32: the lanes of a fragment load (positions g = 0..7 along a row, channels quad = 0..3)
+  // fall in 32 different banks where the stride along W is 1. Past 2^24 floats the footprint
+  // cannot fit, and can_run refuses it.
+  const int64_t floats = int64_t{t.fd} * t.fh * t.fw;
+  t.pitch = floats > (1 << 24) ? (1 << 24) : static_cast<int>((floats + 23) / 32 * 32 + 8);
+  t.boxes_h = ceil_div(t.oh, t.rows);
+  t.boxes_w = ceil_div(t.ow, t.columns);
+  t.boxes = static_cast<int>(std::min<int64_t>(int64_t{t.od} * t.boxes_h * t.boxes_w, std::numeric_limits<int>::max()));
+  return t;
+}
+
+bool can_run(const at::Tensor& x, const FusedLayer& layer) {
+  if (x.scalar_type() != at::kFloat || !igemm::can_run(x)) return false;
+  return shared_bytes(tiling(x, layer)) <= static_cast<size_t>(Traits::kMaxSharedBytes);
+}
+
+// (Cout, Cin/G, KD, KH, KW) -> (G, Cout/G, chunks, taps_padded, chunk) -> (G, Cout/G, K): taps
+// padded with zeros (tap 0's elements, zero weights), channels to whole chunks.
+igemm::IgemmWeights pack_weights(const FusedLayer& layer, Precision precision) {
+  const ColumnOrder t = column_order(layer);
+  const int64_t groups = layer.conv_groups, per_group = layer.out_channels() / groups;
+  const at::Tensor w = at::constant_pad_nd(layer.weight.to(at::kFloat).reshape({groups, per_group, t.cin_per_group, t.taps}),
+                                           {0, t.taps_padded - t.taps, 0, int64_t{t.chunks} * t.chunk - t.cin_per_group});
+  const int64_t k = int64_t{t.chunks} * t.taps_padded * t.chunk;
+  return igemm::pack_columns(
+      layer, w.reshape({groups, per_group, t.chunks, t.chunk, t.taps_padded}).permute({0, 1, 2, 4, 3}).reshape({groups, per_group, k}),
+      precision);
+}
+
+int tiles(const at::Tensor& x, const FusedLayer& layer) {
+  const Tiling t = tiling(x, layer);
+  const int sms = at::cuda::getDeviceProperties(x.device().index())->multiProcessorCount;
+  const int steps = igemm::steps_per_tile(x.size(0), t.boxes * Traits::kBoxPositions, channel_blocks_of(layer), sms);
+  return ceil_div(t.boxes, steps);
+}
+
+void launch(const at::Tensor& x, const FusedLayer& layer, const igemm::IgemmWeights& weights, int tiles,
+            at::Tensor& partials, cudaStream_t stream) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "fused3d: the box implicit-GEMM kernel takes float32 x, got ",
+              dtype_name(x.scalar_type()));
+  Params p{};
+  p.t = tiling(x, layer);
+  TORCH_CHECK(weights.hi.size(1) == int64_t{p.t.chunks} * p.t.taps_padded * p.t.chunk,
+              "fused3d: weights packed for K ", weights.hi.size(1), ", the box kernel's K is ",
+              int64_t{p.t.chunks} * p.t.taps_padded * p.t.chunk);
+  p.w_hi = weights.hi.data_ptr<float>();
+  p.w_lo = weights.lo.defined() ? weights.lo.data_ptr<float>() : nullptr;
+  p.bias = weights.bias.data_ptr<float>();
+  p.partials = reinterpret_cast<Moments<float>*>(partials.data_ptr<float>());
+  p.sample_stride = x.stride(0);
+  p.group_stride = p.t.cin_per_group * p.t.d * p.t.h * p.t.w;
+  p.cout = static_cast<int>(layer.out_channels());
+  p.cout_per_group = static_cast<int>(layer.out_channels() / layer.conv_groups);
+  p.blocks = weights.blocks;
+  p.tiles = tiles;
+  p.steps = ceil_div(p.t.boxes, tiles);  // balanced: the fewest boxes per tile that cover the sample
+  const int channel_blocks = static_cast<int>(layer.conv_groups) * weights.blocks;
+  if (weights.lo.defined())
+    launch_for_tiles<true>(x, p, weights.n_tiles, x.size(0), channel_blocks, stream);
+  else
+    launch_for_tiles<false>(x, p, weights.n_tiles, x.size(0), channel_blocks, stream);
+}
+
+}  // namespace fused3d::igemm_box

@@ -1,0 +1,117 @@
+// The box implicit-GEMM kernel (conv3d_igemm_box.cu): the implicit-GEMM kernel's GEMM and
+// epilogue (conv3d_igemm.h) for float32 inputs, with A read from an input footprint in shared
+// memory instead of gathered from global memory per tap; its host interface and index arithmetic
+// (host and device: the unit tests run it on the host against libtorch's conv3d).
+//
+// A step's 128 output positions are a box of one output plane: rows x columns (4 x 32, 8 x 16 or
+// 16 x 8). Its input footprint per channel, zero where it reaches into the padding or past the
+// input, is
+//   footprint extent per axis  = (box extent - 1) * stride + (kernel - 1) * dilation + 1 (depth: 1 plane)
+//   footprint element (fz, fy, fx) is x[n, c, od * sd - pd + fz, oh0 * sh - ph + fy, ow0 * sw - pw + fx]
+// and the channels come in chunks of `chunk` (4, 8 or 16), one chunk's footprints in shared memory
+// at a time, `pitch` floats apart. K runs over chunks, then taps, then the chunk's channels:
+//   k = (chunk_index * taps_padded + tap) * chunk + ci      (taps_padded: a chunk's K is whole slices)
+//   A[p, k] = footprint[row_offset(p) + column_offset(k)] of chunk chunk_index
+//   row_offset(p)    = r * sh * fw + c * sw                 p = r * columns + c, the box position
+//   column_offset(k) = ci * pitch + (kd * dd * fh + kh * dh) * fw + kw * dw   (padded taps: tap 0's)
+// so a position's row of A is a fixed offset into the footprint plus a per-column offset that is
+// the same for every position: each A element is one shared-memory load, with no bounds test.
+#pragma once
+
+#include "conv3d_igemm.h"
+#include "fused_layer.h"
+#include "moments.h"
+
+#include <cuda_runtime.h>
+
+namespace fused3d::igemm_box {
+
+struct Traits {
+  static constexpr int kThreads = igemm::Traits::kThreads;
+  static constexpr int kBoxPositions = igemm::Traits::kBlockM;  // one step: a thread's row of A each
+  static constexpr int kBlockK = igemm::Traits::kBlockK;
+  static constexpr int kMinChunk = 4, kMaxChunk = 16;  // channels per footprint: a k8 step's 4 lane columns
+  // Two chunks' footprints (one filled while the other is read) and the column table stay within
+  // this, so that two blocks share an SM besides W's stages.
+  static constexpr int kMaxSharedBytes = 100 * 1024;
+  static_assert(kBoxPositions == 128, "boxes of 4 x 32, 8 x 16 or 16 x 8 positions");
+  static_assert(kMinChunk == 4 && kBlockK % kMaxChunk == 0, "a k8 step's columns t and t + 4 share a tap and differ in ci");
+};
+
+// K's order, from the layer alone (the packed weights follow it and are cached per model, whatever
+// x's extent).
+struct ColumnOrder {
+  int cin_per_group;
+  int chunk, chunks;      // input channels per footprint, and chunks per conv group
+  int taps, taps_padded;  // kd * kh * kw, rounded up so that taps_padded * chunk is whole slices
+};
+
+// Channels per chunk: 16 with one tap (kernel 1: K is the channels), else 4 up to 4 channels per
+// conv group and 8 beyond (8 channels' footprints fill 14 slices of a kernel-3 layer at a time).
+ColumnOrder column_order(const FusedLayer& layer);
+
+// A layer's boxes: the conv settings (ConvSpatial, fused_layer.h), K's order, the box shape and
+// the footprint.
+struct Tiling : ConvSpatial, ColumnOrder {
+  int rows, columns;            // output rows and columns per box: rows * columns = kBoxPositions
+  int fd, fh, fw;               // the footprint's extent
+  int pitch;                    // floats from one channel's footprint to the next: >= fd * fh * fw, 8 mod 32
+  int boxes_h, boxes_w, boxes;  // boxes per output plane along H and W, and per sample
+};
+
+// The box's first output position.
+struct BoxOrigin {
+  int od, oh, ow;
+};
+
+FUSED3D_HOST_DEVICE BoxOrigin box_origin(const Tiling& t, int box) {
+  const int plane = t.boxes_h * t.boxes_w;
+  const int od = box / plane, bh = (box - od * plane) / t.boxes_w, bw = box - od * plane - bh * t.boxes_w;
+  return {od, bh * t.rows, bw * t.columns};
+}
+
+// Slices of kBlockK columns per chunk.
+FUSED3D_HOST_DEVICE int slices_per_chunk(const Tiling& t) { return t.taps_padded * t.chunk / Traits::kBlockK; }
+
+FUSED3D_HOST_DEVICE int row_offset(const Tiling& t, int p) {
+  const int r = p / t.columns, c = p - r * t.columns;
+  return r * t.sh * t.fw + c * t.sw;
+}
+
+// k within one chunk's columns (0 <= k < taps_padded * chunk).
+FUSED3D_HOST_DEVICE int column_offset(const Tiling& t, int k) {
+  const int tap = k / t.chunk, ci = k - tap * t.chunk;
+  if (tap >= t.taps) return ci * t.pitch;  // zero weights; an element the position reads at tap 0
+  const int plane = t.kh * t.kw;
+  const int kd = tap / plane, kh = (tap - kd * plane) / t.kw, kw = tap - kd * plane - kh * t.kw;
+  return ci * t.pitch + (kd * t.dd * t.fh + kh * t.dh) * t.fw + kw * t.dw;
+}
+
+// Shared memory per block beyond W's stages: two chunks' footprints and the column table (an int2
+// per k8 step of a chunk: the column offsets of its columns 0 and 4).
+FUSED3D_HOST_DEVICE size_t shared_bytes(const Tiling& t) {
+  return 2 * static_cast<size_t>(t.chunk) * t.pitch * sizeof(float) +
+         static_cast<size_t>(slices_per_chunk(t)) * 2 * 2 * sizeof(int);
+}
+
+// The tiling for x's spatial extent: the box shape that pads the output plane least (the smaller
+// footprint on a tie), and the layer's column order.
+Tiling tiling(const at::Tensor& x, const FusedLayer& layer);
+
+// Whether the kernel takes the layer: float32 x on sm_80 on, and two chunks' footprints within
+// kMaxSharedBytes. float16 / bfloat16 inputs, and footprints too large, go to the implicit-GEMM
+// kernel.
+bool can_run(const at::Tensor& x, const FusedLayer& layer);
+
+// The weights as igemm::IgemmWeights with K in this kernel's order (above): per (conv group,
+// block of channels) (K, 8 * n_tiles) float32, TF32-rounded hi (and lo in the accurate mode),
+// zeros for padded taps, channels past Cin/G in the last chunk and channels past the group's.
+igemm::IgemmWeights pack_weights(const FusedLayer& layer, Precision precision);
+
+// Partial-moment tiles per sample (each of up to igemm::Traits::kMaxSteps boxes).
+int tiles(const at::Tensor& x, const FusedLayer& layer);
+// partials: (B, tiles, Cout) Moments<float> viewed as (B, tiles, Cout, 3) floats; x contiguous float32.
+void launch(const at::Tensor& x, const FusedLayer& layer, const igemm::IgemmWeights& weights, int tiles,
+            at::Tensor& partials, cudaStream_t stream);
+
+}  // namespace fused3d::igemm_box
