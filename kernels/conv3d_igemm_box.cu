@@ -7,14 +7,15 @@
 // Why a footprint: the implicit-GEMM kernel gathers A from global memory, one scalar load per
 // element and tap (~6 instructions an element, ~10 with padding's bounds tests), and stores it to
 // shared memory before the fragments load it back: with few output channels it is bound by those
-// instructions, not by the MMAs. Here each input element is copied once per box and chunk (cp.async,
-// zeros written where the footprint leaves the input), and a fragment element costs one shared load
-// at a position's offset plus a column's (an add): no bounds tests, no table per element.
+// instructions, not by the MMAs. Here a box's footprints arrive by one tensor copy (TMA) per box and
+// chunk, issued by one thread, with zeros where they leave the input, and a fragment element costs
+// one shared load at a position's offset plus a column's (an add): no bounds tests, no table per
+// element.
 //
 // A block of kThreads threads takes one sample, a tile of up to igemm::Traits::kMaxSteps boxes of
 // kBoxPositions output positions, and one block of up to 64 output channels of one conv group. It
-// walks (box, chunk) items: a chunk's footprints are filled into one of two buffers while the
-// other's are multiplied (the fill of item i + 1 is issued with item i's first slice); W's slices
+// walks (box, chunk) items: a chunk's footprints are copied into one of two buffers while the
+// other's are multiplied (item i + 1's copy is issued with item i's first slice); W's slices
 // of kBlockK columns arrive by cp.async in two stages, one barrier per slice. Per slice a warp
 // multiplies its 32 positions by the block's channels, as the implicit-GEMM kernel does. After a
 // box's last chunk its accumulators (started from the bias) get hardswish and join each thread's
@@ -22,8 +23,9 @@
 // lanes and warps in a fixed order and writes one Moments per channel of its tile: no atomics,
 // bitwise deterministic.
 //
-// Limits: float32 x; two chunks' footprints within kMaxSharedBytes (can_run); offsets within one
-// sample 32-bit (the entry checks Cin*D*H*W < 2^31).
+// Limits (can_run): float32 x on sm_90 on (tensor copies); W a multiple of 4 (the tensor map's
+// strides are whole 16-byte pieces); a footprint of at most 256 per axis (a copy's box) and two
+// chunks' footprints within kMaxSharedBytes.
 #include "conv3d_igemm_box.h"
 
 #include "device_code.h"
@@ -32,6 +34,8 @@
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
+#include <cuda.h>
+#include <cudaTypedefs.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -46,8 +50,7 @@ struct Params {
   const float* w_lo;  // the same, lo parts (split products only)
   const float* bias;  // (G * blocks, N)
   Moments<float>* partials;
-  long long sample_stride;  // Cin * D * H * W
-  int group_stride;         // Cin/G * D * H * W: from one conv group's input channels to the next
+  int conv_groups;
   int cout, cout_per_group, blocks;  // blocks: channel blocks per conv group
   int tiles, steps;                  // tiles per sample, boxes per tile
   Tiling t;
@@ -60,17 +63,20 @@ struct Params {
 // With 64 channels held to three blocks per SM, as the implicit-GEMM kernel is.
 template <int kNTiles, bool kSplit>
 __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxNTiles ? 3 : 1)
-    igemm_box_moments_kernel(const float* __restrict__ x, const Params p) {
+    igemm_box_moments_kernel(const __grid_constant__ CUtensorMap x_map, const Params p) {
   constexpr int kN = 8 * kNTiles;
   constexpr int kLdW = GemmTraits::ld_w(kN);
   constexpr int kParts = kSplit ? 2 : 1;
   constexpr int kK = Traits::kBlockK;
   constexpr int kWarps = GemmTraits::kWarps;
-  extern __shared__ __align__(16) float shared[];  // two chunks' footprints, then the column table
+  extern __shared__ __align__(128) float shared[];  // two chunks' footprints, then the column table
   __shared__ __align__(16) float w_s[GemmTraits::kStages][kParts * kK * kLdW];
   __shared__ Moments<float> warp_moments[kWarps][kN];
+  __shared__ uint64_t landed[2];  // a footprint buffer's tensor copy has landed
 
   ptx::launch_dependents();  // the epilogue grid may be scheduled; it waits for this one to end
+  if (threadIdx.x == 0)
+    for (int b = 0; b < 2; ++b) ptx::mbarrier_init(ptx::shared_address(&landed[b]), 1);
   const Tiling& t = p.t;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int group_row = lane / 4, quad = lane % 4;  // the mma fragments' row and column lane indices
@@ -78,7 +84,7 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
   const int tile = static_cast<int>(blockIdx.x - n * p.tiles);
   const int block = blockIdx.y, conv_group = block / p.blocks;
   const int first_channel = (block - conv_group * p.blocks) * kN;  // within the conv group
-  const float* xs = x + n * p.sample_stride + static_cast<long long>(conv_group) * p.group_stride;
+  const int map_sample = static_cast<int>(n) * p.conv_groups + conv_group;  // x_map's outermost coordinate
   const int slices = slices_per_chunk(t);
   const size_t w_block = static_cast<size_t>(block) * t.chunks * slices * kK * kN;
   const int footprint_floats = t.chunk * t.pitch;
@@ -108,31 +114,16 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
   const int items = max(0, min(p.steps, t.boxes - first_box)) * t.chunks;
 
   // Item `item`'s footprints (box first_box + item / chunks, chunk item % chunks) into `buffer`:
-  // each warp fills whole footprint rows, its lanes along the row (coalesced where the stride
-  // along W is 1); zeros outside the input and for channels past the group's.
+  // one tensor copy of fw x fh x fd x chunk floats by thread 0, zeros where the box leaves x or the
+  // conv group's channels; it lands on landed[buffer].
   const auto fill = [&](int item, int buffer) {
     const int chunk = item % t.chunks;
     const BoxOrigin o = box_origin(t, first_box + item / t.chunks);
-    const int z0 = o.od * t.sd - t.pd, y0 = o.oh * t.sh - t.ph, x0 = o.ow * t.sw - t.pw;
-    const int rows_per_channel = t.fd * t.fh;
-    float* buffer_base = footprints + buffer * footprint_floats;
-    for (int row = warp; row < t.chunk * rows_per_channel; row += kWarps) {
-      const int ci = row / rows_per_channel, rest = row - ci * rows_per_channel;
-      const int fz = rest / t.fh, fy = rest - fz * t.fh;
-      const int c = chunk * t.chunk + ci, z = z0 + fz, y = y0 + fy;
-      const bool row_inside = c < t.cin_per_group && static_cast<unsigned>(z) < static_cast<unsigned>(t.d) &&
-                              static_cast<unsigned>(y) < static_cast<unsigned>(t.h);
-      const float* src = xs + (row_inside ? ((c * t.d + z) * t.h + y) * t.w : 0);
-      float* dst = buffer_base + ci * t.pitch + rest * t.fw;
-      for (int fx = lane; fx < t.fw; fx += 32) {
-        const int xi = x0 + fx;
-        if (row_inside && static_cast<unsigned>(xi) < static_cast<unsigned>(t.w))
-          ptx::cp_async4(dst + fx, src + xi);
-        else
-          dst[fx] = 0.f;
-      }
-    }
-    ptx::cp_async_commit();
+    const unsigned bar = ptx::shared_address(&landed[buffer]);
+    ptx::fence_proxy_async();  // the buffer's last readers (ordinary loads) before the copy's writes
+    ptx::mbarrier_expect_bytes(bar, static_cast<unsigned>(t.chunk * t.pitch * sizeof(float)));
+    ptx::tensor_copy_5d(footprints + buffer * footprint_floats, &x_map, o.ow * t.sw - t.pw, o.oh * t.sh - t.ph,
+                        o.od * t.sd - t.pd, chunk * t.chunk, map_sample, bar);
   };
   // W's slice s (of the group's K) into stage `stage`: kK rows of kN floats per part, 16 bytes a copy.
   const auto load_w = [&](int s, int stage) {
@@ -152,8 +143,9 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
   };
 
   float acc[2][kNTiles][4];
+  __syncthreads();  // the barriers are initialized
   if (items > 0) {
-    fill(0, 0);
+    if (threadIdx.x == 0) fill(0, 0);
     load_w(0, 0);
   }
   int stage = 0;  // W's stage of the slice being multiplied
@@ -171,18 +163,15 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
     const float* footprint = footprints + (item & 1) * footprint_floats;
     const bool more = item + 1 < items;
     for (int s = 0; s < slices; ++s) {
-      // Slice s's W (and at s = 0 this item's footprints) have landed; at s = 1 the next item's
-      // fill, committed last, may still be in flight.
-      if (s == 1 && more)
-        ptx::cp_async_wait<1>();
-      else
-        ptx::cp_async_wait<0>();
+      // Slice s's W, and at s = 0 this item's footprints (the buffer's (item / 2)-th copy), have landed.
+      ptx::cp_async_wait<0>();
+      if (s == 0) ptx::mbarrier_wait(ptx::shared_address(&landed[item & 1]), (item >> 1) & 1);
       __syncthreads();  // also: every warp is done with the stage and buffer refilled below
       if (s + 1 < slices)
         load_w(chunk * slices + s + 1, stage ^ 1);
       else if (more)
         load_w((chunk + 1) % t.chunks * slices, stage ^ 1);
-      if (s == 0 && more) fill(item + 1, (item + 1) & 1);
+      if (s == 0 && more && threadIdx.x == 0) fill(item + 1, (item + 1) & 1);
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int k8 = 8 * half;
@@ -285,29 +274,58 @@ int channel_blocks_of(const FusedLayer& layer) {
   return static_cast<int>(layer.conv_groups * ((per_group + n - 1) / n));
 }
 
+// x as the tensor map the kernel's copies read: (W, H, D, Cin/G, B * G), innermost first, so that
+// a box's channels past the conv group's are outside the tensor (zeros), as are its positions
+// outside the input.
+CUtensorMap x_tensor_map(const at::Tensor& x, const Tiling& t, int64_t conv_groups) {
+  static const auto encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    C10_CUDA_CHECK(cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault, &found));
+    TORCH_CHECK(found == cudaDriverEntryPointSuccess && fn != nullptr,
+                "fused3d: the CUDA driver has no cuTensorMapEncodeTiled (tensor copies need CUDA 12 on)");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  const cuuint64_t w = static_cast<cuuint64_t>(t.w), plane = static_cast<cuuint64_t>(t.h) * w;
+  const cuuint64_t channel = plane * static_cast<cuuint64_t>(t.d);
+  const cuuint64_t dims[5] = {w, static_cast<cuuint64_t>(t.h), static_cast<cuuint64_t>(t.d),
+                              static_cast<cuuint64_t>(t.cin_per_group), static_cast<cuuint64_t>(x.size(0) * conv_groups)};
+  const cuuint64_t strides[4] = {w * 4, plane * 4, channel * 4, channel * t.cin_per_group * 4};  // bytes, dims 1-4
+  const cuuint32_t box[5] = {static_cast<cuuint32_t>(t.fw), static_cast<cuuint32_t>(t.fh), static_cast<cuuint32_t>(t.fd),
+                             static_cast<cuuint32_t>(t.chunk), 1};
+  const cuuint32_t element_strides[5] = {1, 1, 1, 1, 1};
+  CUtensorMap map;
+  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 5, x.data_ptr(), dims, strides, box, element_strides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  TORCH_CHECK(r == CUDA_SUCCESS, "fused3d: cuTensorMapEncodeTiled failed (", static_cast<int>(r), ") for x of shape ",
+              shape_string(x.sizes()), ", box ", t.fw, "x", t.fh, "x", t.fd, "x", t.chunk);
+  return map;
+}
+
 template <int kNTiles, bool kSplit>
-void launch_kernel(const at::Tensor& x, const Params& p, long long batch, int channel_blocks, cudaStream_t stream) {
+void launch_kernel(const CUtensorMap& map, const Params& p, long long batch, int channel_blocks, cudaStream_t stream) {
   const long long blocks = batch * p.tiles;
   TORCH_CHECK(blocks <= std::numeric_limits<int>::max(), "fused3d: batch ", batch,
               " needs more blocks than one launch takes");
   TORCH_CHECK(channel_blocks <= 65535, "fused3d: ", channel_blocks, " channel blocks exceed one launch's grid");
   const size_t smem = shared_bytes(p.t);
   auto* kernel = igemm_box_moments_kernel<kNTiles, kSplit>;
-  if (smem > 48 * 1024)
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  // Static and dynamic shared memory together past 48 KB need the opt-in.
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   kernel<<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(channel_blocks)), Traits::kThreads, smem, stream>>>(
-      x.data_ptr<float>(), p);
+      map, p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <bool kSplit>
-void launch_for_tiles(const at::Tensor& x, const Params& p, int n_tiles, long long batch, int channel_blocks,
+void launch_for_tiles(const CUtensorMap& map, const Params& p, int n_tiles, long long batch, int channel_blocks,
                       cudaStream_t stream) {
   switch (n_tiles) {
-    case 1: launch_kernel<1, kSplit>(x, p, batch, channel_blocks, stream); break;
-    case 2: launch_kernel<2, kSplit>(x, p, batch, channel_blocks, stream); break;
-    case 4: launch_kernel<4, kSplit>(x, p, batch, channel_blocks, stream); break;
-    case 8: launch_kernel<8, kSplit>(x, p, batch, channel_blocks, stream); break;
+    case 1: launch_kernel<1, kSplit>(map, p, batch, channel_blocks, stream); break;
+    case 2: launch_kernel<2, kSplit>(map, p, batch, channel_blocks, stream); break;
+    case 4: launch_kernel<4, kSplit>(map, p, batch, channel_blocks, stream); break;
+    case 8: launch_kernel<8, kSplit>(map, p, batch, channel_blocks, stream); break;
     default: TORCH_CHECK(false, "fused3d: no box implicit-GEMM kernel for ", n_tiles, " channel tiles");
   }
 }
@@ -346,11 +364,24 @@ Tiling tiling(const at::Tensor& x, const FusedLayer& layer) {
       t.fw = static_cast<int>(std::min<int64_t>(fw, 1 << 24));
     }
   }
-  // 8 mod 32: the lanes of a fragment load (positions g = 0..7 along a row, channels quad = 0..3)
-  // fall in 32 different banks where the stride along W is 1. Past 2^24 floats the footprint
-  // cannot fit, and can_run refuses it.
+  // The tensor copy writes the box densely, so a channel's footprint is fd x fh x fw floats and the
+  // pitch is their product. Rows are padded to whole 16-byte pieces (the copy's unit) and to 4 mod 8
+  // floats, and planes by up to 7 rows, so that the pitch is 8 or 24 mod 32 where the depth allows
+  // (else 16): the lanes of a fragment load (positions g = 0..7 along a row, channels quad = 0..3
+  // a pitch apart) then fall in 32 different banks where the stride along W is 1. A footprint past
+  // 2^24 floats or the copy's 256 per axis cannot be had, and can_run refuses it.
+  t.fw = (t.fw + 3) / 4 * 4;
+  if (t.fw / 4 % 2 == 0) t.fw += 4;
+  int best_rows = t.fh;
+  for (int rows = t.fh + 7; rows >= t.fh; --rows) {
+    const int64_t bank = int64_t{t.fd} * rows * t.fw % 32;
+    const int64_t best = int64_t{t.fd} * best_rows * t.fw % 32;
+    const auto rank = [](int64_t b) { return b == 8 || b == 24 ? 0 : b == 16 ? 1 : 2; };
+    if (rank(bank) <= rank(best)) best_rows = rows;
+  }
+  t.fh = best_rows;
   const int64_t floats = int64_t{t.fd} * t.fh * t.fw;
-  t.pitch = floats > (1 << 24) ? (1 << 24) : static_cast<int>((floats + 23) / 32 * 32 + 8);
+  t.pitch = static_cast<int>(std::min<int64_t>(floats, 1 << 24));
   t.boxes_h = ceil_div(t.oh, t.rows);
   t.boxes_w = ceil_div(t.ow, t.columns);
   t.boxes = static_cast<int>(std::min<int64_t>(int64_t{t.od} * t.boxes_h * t.boxes_w, std::numeric_limits<int>::max()));
@@ -358,8 +389,12 @@ Tiling tiling(const at::Tensor& x, const FusedLayer& layer) {
 }
 
 bool can_run(const at::Tensor& x, const FusedLayer& layer) {
-  if (x.scalar_type() != at::kFloat || !igemm::can_run(x)) return false;
-  return shared_bytes(tiling(x, layer)) <= static_cast<size_t>(Traits::kMaxSharedBytes);
+  if (x.scalar_type() != at::kFloat || device_code(x.device().index()).arch < 900) return false;
+  // The tensor map's strides are whole 16-byte pieces and its base 16-byte aligned.
+  if (x.size(4) % 4 != 0 || reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 != 0) return false;
+  const Tiling t = tiling(x, layer);
+  if (t.fw > Traits::kMaxBoxExtent || t.fh > Traits::kMaxBoxExtent || t.fd > Traits::kMaxBoxExtent) return false;
+  return shared_bytes(t) <= static_cast<size_t>(Traits::kMaxSharedBytes);
 }
 
 // (Cout, Cin/G, KD, KH, KW) -> (G, Cout/G, chunks, taps_padded, chunk) -> (G, Cout/G, K): taps
@@ -395,18 +430,18 @@ void launch(const at::Tensor& x, const FusedLayer& layer, const igemm::IgemmWeig
   p.w_lo = weights.lo.defined() ? weights.lo.data_ptr<float>() : nullptr;
   p.bias = weights.bias.data_ptr<float>();
   p.partials = reinterpret_cast<Moments<float>*>(partials.data_ptr<float>());
-  p.sample_stride = x.stride(0);
-  p.group_stride = p.t.cin_per_group * p.t.d * p.t.h * p.t.w;
+  p.conv_groups = static_cast<int>(layer.conv_groups);
   p.cout = static_cast<int>(layer.out_channels());
   p.cout_per_group = static_cast<int>(layer.out_channels() / layer.conv_groups);
   p.blocks = weights.blocks;
   p.tiles = tiles;
   p.steps = ceil_div(p.t.boxes, tiles);  // balanced: the fewest boxes per tile that cover the sample
   const int channel_blocks = static_cast<int>(layer.conv_groups) * weights.blocks;
+  const CUtensorMap map = x_tensor_map(x, p.t, layer.conv_groups);
   if (weights.lo.defined())
-    launch_for_tiles<true>(x, p, weights.n_tiles, x.size(0), channel_blocks, stream);
+    launch_for_tiles<true>(map, p, weights.n_tiles, x.size(0), channel_blocks, stream);
   else
-    launch_for_tiles<false>(x, p, weights.n_tiles, x.size(0), channel_blocks, stream);
+    launch_for_tiles<false>(map, p, weights.n_tiles, x.size(0), channel_blocks, stream);
 }
 
 }  // namespace fused3d::igemm_box

@@ -6,8 +6,9 @@
 // A step's 128 output positions are a box of one output plane: rows x columns (4 x 32, 8 x 16 or
 // 16 x 8). Its input footprint per channel, zero where it reaches into the padding or past the
 // input, is
-//   footprint extent per axis  = (box extent - 1) * stride + (kernel - 1) * dilation + 1 (depth: 1 plane)
+//   footprint extent per axis >= (box extent - 1) * stride + (kernel - 1) * dilation + 1 (depth: 1 plane)
 //   footprint element (fz, fy, fx) is x[n, c, od * sd - pd + fz, oh0 * sh - ph + fy, ow0 * sw - pw + fx]
+// (rows and planes padded for the tensor copy that fills it and for the banks; tiling says how)
 // and the channels come in chunks of `chunk` (4, 8 or 16), one chunk's footprints in shared memory
 // at a time, `pitch` floats apart. K runs over chunks, then taps, then the chunk's channels:
 //   k = (chunk_index * taps_padded + tap) * chunk + ci      (taps_padded: a chunk's K is whole slices)
@@ -34,6 +35,7 @@ struct Traits {
   // Two chunks' footprints (one filled while the other is read) and the column table stay within
   // this, so that two blocks share an SM besides W's stages.
   static constexpr int kMaxSharedBytes = 100 * 1024;
+  static constexpr int kMaxBoxExtent = 256;  // a tensor copy's box, per axis
   static_assert(kBoxPositions == 128, "boxes of 4 x 32, 8 x 16 or 16 x 8 positions");
   static_assert(kMinChunk == 4 && kBlockK % kMaxChunk == 0, "a k8 step's columns t and t + 4 share a tap and differ in ci");
 };
@@ -54,8 +56,8 @@ ColumnOrder column_order(const FusedLayer& layer);
 // the footprint.
 struct Tiling : ConvSpatial, ColumnOrder {
   int rows, columns;            // output rows and columns per box: rows * columns = kBoxPositions
-  int fd, fh, fw;               // the footprint's extent
-  int pitch;                    // floats from one channel's footprint to the next: >= fd * fh * fw, 8 mod 32
+  int fd, fh, fw;               // the footprint's extent: a tensor copy's box, dense in shared memory
+  int pitch;                    // floats from one channel's footprint to the next: fd * fh * fw
   int boxes_h, boxes_w, boxes;  // boxes per output plane along H and W, and per sample
 };
 
@@ -98,9 +100,10 @@ FUSED3D_HOST_DEVICE size_t shared_bytes(const Tiling& t) {
 // footprint on a tie), and the layer's column order.
 Tiling tiling(const at::Tensor& x, const FusedLayer& layer);
 
-// Whether the kernel takes the layer: float32 x on sm_80 on, and two chunks' footprints within
-// kMaxSharedBytes. float16 / bfloat16 inputs, and footprints too large, go to the implicit-GEMM
-// kernel.
+// Whether the kernel takes the layer: float32 x on sm_90 on (tensor copies), W a multiple of 4 and
+// x 16-byte aligned (the tensor map's strides and base), footprints of at most kMaxBoxExtent per
+// axis, and two chunks' footprints within kMaxSharedBytes. The rest (float16 / bfloat16 inputs
+// among them) goes to the implicit-GEMM kernel.
 bool can_run(const at::Tensor& x, const FusedLayer& layer);
 
 // The weights as igemm::IgemmWeights with K in this kernel's order (above): per (conv group,

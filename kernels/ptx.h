@@ -92,6 +92,18 @@ __device__ __forceinline__ void bulk_copy(void* smem, const void* gmem, unsigned
                : "memory");
 }
 
+// A tensor copy (TMA, sm_90): the box of the tensor map's box extents at coordinates (c0, ..., c4),
+// innermost first, dense in shared memory (16-byte aligned rows; 128-byte aligned start); elements
+// outside the tensor land as zeros. Completes the expect_bytes of `bar`'s phase.
+__device__ __forceinline__ void tensor_copy_5d(void* smem, const void* tensor_map, int c0, int c1, int c2, int c3, int c4,
+                                               unsigned bar) {
+  FUSED3D_SM90_ASM(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, %6}], [%7];\n" ::"r"(
+          shared_address(smem)),
+      "l"(reinterpret_cast<uint64_t>(tensor_map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4), "r"(bar)
+      : "memory");
+}
+
 // Shared memory written by ordinary stores that the async proxy (wgmma, bulk copies) reads next.
 __device__ __forceinline__ void fence_proxy_async() { FUSED3D_SM90_ASM("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 

@@ -265,7 +265,8 @@ TEST_F(FusedCuda, BitwiseIdenticalAcrossRuns) {
 }
 
 // Layers beyond the shape matrix on both implicit-GEMM kernels (the box kernel, which the plan
-// picks for float32, and the gather kernel on request), in both modes against native and float64: many channels (K of 864 and 432: 54 and 27 pipeline slices), 130 channels (three blocks
+// picks for float32 where W is a multiple of 4, and the gather kernel on request), in both modes
+// against native and float64: many channels (K of 864 and 432: 54 and 27 pipeline slices), 130 channels (three blocks
 // of 64, the last mostly padding), kernel 1, kernel 7 with padding 3, a kernel of 576 taps, one
 // input channel and 8 output channels per conv group (the depthwise kernel takes up to 4), and a
 // batch whose tiles split its positions unevenly.
@@ -275,10 +276,10 @@ TEST_F(FusedCuda, ImplicitGemmLayersInBothModes) {
   std::vector<LayerSpec> specs = {
       {2, 32, 64, 8, {3, 3, 3}, {8, 12, 12}, true, true},
       {2, 16, 130, 10, {3, 3, 3}, {6, 8, 8}, true, true},
-      {2, 32, 64, 16, {1, 1, 1}, {6, 8, 10}, false, true},
-      {2, 4, 16, 4, {7, 7, 7}, {9, 10, 11}, true, true, T3{1, 1, 1}, T3{3, 3, 3}},
+      {2, 32, 64, 16, {1, 1, 1}, {6, 8, 12}, false, true},
+      {2, 4, 16, 4, {7, 7, 7}, {9, 10, 12}, true, true, T3{1, 1, 1}, T3{3, 3, 3}},
       {2, 2, 12, 3, {9, 8, 8}, {11, 10, 12}, true, true},
-      {2, 8, 64, 8, {3, 3, 3}, {8, 9, 10}, true, true, T3{1, 1, 1}, T3{1, 1, 1}, T3{1, 1, 1}, 8},
+      {2, 8, 64, 8, {3, 3, 3}, {8, 9, 12}, true, true, T3{1, 1, 1}, T3{1, 1, 1}, T3{1, 1, 1}, 8},
       {37, 3, 16, 4, {3, 3, 3}, {16, 32, 32}, true, true},
   };
   for (const LayerSpec& spec : shape_matrix())
@@ -287,10 +288,13 @@ TEST_F(FusedCuda, ImplicitGemmLayersInBothModes) {
     SCOPED_TRACE(to_string(spec));
     const FusedLayer layer = random_layer(spec, gen);
     const at::Tensor x = random_input(spec, gen);
-    for (const KernelKind kernel : {KernelKind::kIgemmBox, KernelKind::kIgemm}) {
-      SCOPED_TRACE(kernel_id(kernel));
+    // The box kernel's tensor copies need rows of whole 16-byte pieces: W a multiple of 4.
+    const KernelKind planned = spec.spatial[2] % 4 == 0 ? KernelKind::kIgemmBox : KernelKind::kIgemm;
+    for (const bool requested : {false, true}) {
+      const KernelKind kernel = requested ? KernelKind::kIgemm : planned;
+      SCOPED_TRACE(std::string(kernel_id(kernel)) + (requested ? " on request" : ""));
       std::optional<RequestedKernel> request;
-      if (kernel == KernelKind::kIgemm) request.emplace("igemm");
+      if (requested) request.emplace("igemm");
       for (const Precision precision : {Precision::kAccurate, Precision::kTF32})
         ASSERT_EQ(fused_plan(x.to(cuda_), layer_to(layer, cuda_, at::kFloat), precision).kernel, kernel);
       expect_matches_references(layer, x, cuda_, kFloat32Bound, Precision::kAccurate);
@@ -305,7 +309,7 @@ TEST_F(FusedCuda, ImplicitGemmLayersInBothModes) {
 // are not bitwise equal (their K orders differ) but both within the bound.
 TEST_F(FusedCuda, KernelRequestedByName) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(27);
-  const LayerSpec spec{2, 4, 16, 4, {3, 3, 3}, {6, 9, 10}, true, true};
+  const LayerSpec spec{2, 4, 16, 4, {3, 3, 3}, {6, 9, 12}, true, true};
   const FusedLayer layer = layer_to(random_layer(spec, gen), cuda_, at::kFloat);
   const at::Tensor x = random_input(spec, gen).to(cuda_);
   EXPECT_EQ(fused_plan(x, layer, Precision::kAccurate).kernel, KernelKind::kIgemmBox);
@@ -323,10 +327,11 @@ TEST_F(FusedCuda, KernelRequestedByName) {
     }
     EXPECT_THROW(fused_forward(x, layer), c10::Error);
   }
-  const at::Tensor half = x.to(at::kHalf);
   const RequestedKernel request("igemm-box");
-  EXPECT_THROW(fused_plan(half, layer_to(layer, cuda_, at::kHalf), Precision::kAccurate), c10::Error)
+  EXPECT_THROW(fused_plan(x.to(at::kHalf), layer_to(layer, cuda_, at::kHalf), Precision::kAccurate), c10::Error)
       << "float16 inputs are the gather kernel's";
+  const at::Tensor narrow = x.slice(4, 0, 10).contiguous();
+  EXPECT_THROW(fused_plan(narrow, layer, Precision::kAccurate), c10::Error) << "W = 10: rows of 40 bytes";
 }
 
 // Layers with one input channel per conv group on the depthwise kernel, against native and
@@ -414,6 +419,8 @@ TEST_F(FusedCuda, RandomizedSweepAgainstFloat64) {
       s.spatial[a] = std::max<int64_t>(1, reach - 2 * s.padding[a] + pick(0, a == 0 ? 6 : 14)) +
                      (tc_shape ? (a == 0 ? 6 : 15) : 0);
     }
+    // Half of the others with W a multiple of 4, which the box kernel's tensor copies need.
+    if (!tc_shape && i % 4 < 2) s.spatial[2] = (s.spatial[2] + 3) / 4 * 4;
     s.bias = pick(0, 1);
     s.affine = pick(0, 1);
     FusedLayer layer = random_layer(s, gen);
@@ -438,11 +445,13 @@ TEST_F(FusedCuda, RandomizedSweepAgainstFloat64) {
   for (const auto& [kernel, count] : per_kernel) std::cout << " " << kernel << " " << count;
   std::cout << std::endl;
   // Kernels of up to 7 per axis: on sm_80 on every configuration takes a tensor-core kernel but
-  // those with one input channel per conv group, which take the depthwise kernel; the sweep's
-  // footprints are small, so the box kernel takes most of the others.
+  // those with one input channel per conv group, which take the depthwise kernel; the box kernel
+  // takes those with W a multiple of 4 (its footprints fit at the sweep's sizes), the gather
+  // kernel the rest.
   EXPECT_EQ(tensorcore + per_kernel["depthwise"], kConfigs);
   EXPECT_EQ(per_kernel["general"], 0);
-  EXPECT_GE(per_kernel["igemm-box"], kConfigs / 2);
+  EXPECT_GE(per_kernel["igemm-box"], kConfigs / 4);
+  EXPECT_GE(per_kernel["igemm"], kConfigs / 8);
 }
 
 TEST_F(FusedCuda, Float16AndBFloat16ComputeInFloat32) {

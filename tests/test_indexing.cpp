@@ -318,8 +318,9 @@ TEST(Indexing, ImplicitGemmWeightPartsAreTf32) {
 // and for channels past the group's, and reads A[p, k] at row_offset(p) + column_offset(k). Also:
 // every output position belongs to exactly one box; a lane's columns 8q + quad read
 // column_offset(8q) + quad * pitch (the kernel adds the quad's part once per step); every read of a
-// box's 128 positions stays inside the chunk's footprints; the pitch is 8 mod 32; W is zero where
-// it is padding.
+// box's 128 positions stays inside the chunk's footprints; the footprints are the dense box a
+// tensor copy writes (rows of whole 16-byte pieces), their pitch 8 or 24 mod 32 (16 where the depth
+// is 4 mod 8); W is zero where it is padding.
 TEST(Indexing, BoxFootprintsAndColumnsReproduceConv3d) {
   using T3 = std::array<int64_t, 3>;
   std::vector<LayerSpec> specs = shape_matrix();
@@ -340,8 +341,16 @@ TEST(Indexing, BoxFootprintsAndColumnsReproduceConv3d) {
     ++shapes[t.columns];
     ++chunks[t.chunk];
     ASSERT_EQ(t.rows * t.columns, igemm_box::Traits::kBoxPositions);
-    ASSERT_EQ(t.pitch % 32, 8);
-    ASSERT_GE(t.pitch, t.fd * t.fh * t.fw);
+    ASSERT_EQ(t.pitch, t.fd * t.fh * t.fw) << "a tensor copy's box, dense";
+    ASSERT_EQ(t.fw % 4, 0) << "rows of whole 16-byte pieces";
+    ASSERT_GE(t.fw, (t.columns - 1) * t.sw + (t.kw - 1) * t.dw + 1);
+    ASSERT_GE(t.fh, (t.rows - 1) * t.sh + (t.kh - 1) * t.dh + 1);
+    if (t.fd % 8 == 0)
+      ;  // every pitch is 0 mod 32
+    else if (t.fd % 4 == 0)
+      ASSERT_EQ(t.pitch % 32, 16) << "the depth allows no better";
+    else
+      ASSERT_TRUE(t.pitch % 32 == 8 || t.pitch % 32 == 24) << "pitch " << t.pitch;
     ASSERT_EQ(t.taps_padded * t.chunk % igemm_box::Traits::kBlockK, 0);
     ASSERT_GE(t.chunks * t.chunk, t.cin_per_group);
     ASSERT_LT((t.chunks - 1) * t.chunk, t.cin_per_group) << "no chunk is all padding";
@@ -383,7 +392,7 @@ TEST(Indexing, BoxFootprintsAndColumnsReproduceConv3d) {
     for (int64_t g = 0; g < groups; ++g)
       for (int box = 0; box < t.boxes; ++box) {
         const igemm_box::BoxOrigin o = igemm_box::box_origin(t, box);
-        std::fill(footprints.begin(), footprints.end(), std::nan(""));  // the gaps between channels are never read
+        std::fill(footprints.begin(), footprints.end(), std::nan(""));
         for (int c = 0; c < t.chunks * t.chunk; ++c)
           for (int fz = 0; fz < t.fd; ++fz)
             for (int fy = 0; fy < t.fh; ++fy)
@@ -404,7 +413,7 @@ TEST(Indexing, BoxFootprintsAndColumnsReproduceConv3d) {
               for (int k = 0; k < columns_per_chunk; ++k) {
                 const double a = footprints[static_cast<size_t>(j) * t.chunk * t.pitch + igemm_box::row_offset(t, p) +
                                             igemm_box::column_offset(t, k)];
-                ASSERT_FALSE(std::isnan(a)) << "a read between channels' footprints";
+                ASSERT_FALSE(std::isnan(a)) << "a read outside every channel's footprint";
                 sum += a * wa[block][int64_t{j} * columns_per_chunk + k][ch % n];
               }
             const double want = ra[0][g * per_group + ch][o.od][oh][ow];
