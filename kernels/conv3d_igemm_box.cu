@@ -118,12 +118,11 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
   // conv group's channels; it lands on landed[buffer].
   const auto fill = [&](int item, int buffer) {
     const int chunk = item % t.chunks;
-    const BoxOrigin o = box_origin(t, first_box + item / t.chunks);
+    const FootprintStart f = footprint_start(t, box_origin(t, first_box + item / t.chunks));
     const unsigned bar = ptx::shared_address(&landed[buffer]);
     ptx::fence_proxy_async();  // the buffer's last readers (ordinary loads) before the copy's writes
     ptx::mbarrier_expect_bytes(bar, static_cast<unsigned>(t.chunk * t.pitch * sizeof(float)));
-    ptx::tensor_copy_5d(footprints + buffer * footprint_floats, &x_map, o.ow * t.sw - t.pw, o.oh * t.sh - t.ph,
-                        o.od * t.sd - t.pd, chunk * t.chunk, map_sample, bar);
+    ptx::tensor_copy_5d(footprints + buffer * footprint_floats, &x_map, f.x, f.y, f.z, chunk * t.chunk, map_sample, bar);
   };
   // W's slice s (of the group's K) into stage `stage`: kK rows of kN floats per part, 16 bytes a copy.
   const auto load_w = [&](int s, int stage) {
@@ -349,12 +348,14 @@ Tiling tiling(const at::Tensor& x, const FusedLayer& layer) {
   static_cast<ConvSpatial&>(t) = conv_spatial(x, layer);
   static_cast<ColumnOrder&>(t) = column_order(layer);
   t.fd = (t.kd - 1) * t.dd + 1;
+  // Box origins along W are multiples of 8 columns, so every footprint's first column is -pw mod 4.
+  t.shift = (4 - t.pw % 4) % 4;
   int64_t best_padded = -1, best_footprint = 0;
   for (const auto& shape : kBoxShapes) {
     const int rows = shape[0], columns = shape[1];
     const int64_t padded = int64_t{ceil_div(t.oh, rows)} * rows * ceil_div(t.ow, columns) * columns;
     const int64_t fh = int64_t{rows - 1} * t.sh + int64_t{t.kh - 1} * t.dh + 1;
-    const int64_t fw = int64_t{columns - 1} * t.sw + int64_t{t.kw - 1} * t.dw + 1;
+    const int64_t fw = t.shift + int64_t{columns - 1} * t.sw + int64_t{t.kw - 1} * t.dw + 1;
     if (best_padded < 0 || padded < best_padded || (padded == best_padded && fh * fw < best_footprint)) {
       best_padded = padded;
       best_footprint = fh * fw;

@@ -7,13 +7,14 @@
 // 16 x 8). Its input footprint per channel, zero where it reaches into the padding or past the
 // input, is
 //   footprint extent per axis >= (box extent - 1) * stride + (kernel - 1) * dilation + 1 (depth: 1 plane)
-//   footprint element (fz, fy, fx) is x[n, c, od * sd - pd + fz, oh0 * sh - ph + fy, ow0 * sw - pw + fx]
-// (rows and planes padded for the tensor copy that fills it and for the banks; tiling says how)
+//   footprint element (fz, fy, fx) is x[n, c, od * sd - pd + fz, oh0 * sh - ph + fy, ow0 * sw - pw - shift + fx]
+// (rows and planes padded for the tensor copy that fills it and for the banks, and started `shift`
+// columns early; tiling and footprint_start say how)
 // and the channels come in chunks of `chunk` (4, 8 or 16), one chunk's footprints in shared memory
 // at a time, `pitch` floats apart. K runs over chunks, then taps, then the chunk's channels:
 //   k = (chunk_index * taps_padded + tap) * chunk + ci      (taps_padded: a chunk's K is whole slices)
 //   A[p, k] = footprint[row_offset(p) + column_offset(k)] of chunk chunk_index
-//   row_offset(p)    = r * sh * fw + c * sw                 p = r * columns + c, the box position
+//   row_offset(p)    = r * sh * fw + c * sw + shift         p = r * columns + c, the box position
 //   column_offset(k) = ci * pitch + (kd * dd * fh + kh * dh) * fw + kw * dw   (padded taps: tap 0's)
 // so a position's row of A is a fixed offset into the footprint plus a per-column offset that is
 // the same for every position: each A element is one shared-memory load, with no bounds test.
@@ -56,6 +57,7 @@ ColumnOrder column_order(const FusedLayer& layer);
 // the footprint.
 struct Tiling : ConvSpatial, ColumnOrder {
   int rows, columns;            // output rows and columns per box: rows * columns = kBoxPositions
+  int shift;                    // columns the footprint starts early along W: (-pw) mod 4
   int fd, fh, fw;               // the footprint's extent: a tensor copy's box, dense in shared memory
   int pitch;                    // floats from one channel's footprint to the next: fd * fh * fw
   int boxes_h, boxes_w, boxes;  // boxes per output plane along H and W, and per sample
@@ -77,7 +79,17 @@ FUSED3D_HOST_DEVICE int slices_per_chunk(const Tiling& t) { return t.taps_padded
 
 FUSED3D_HOST_DEVICE int row_offset(const Tiling& t, int p) {
   const int r = p / t.columns, c = p - r * t.columns;
-  return r * t.sh * t.fw + c * t.sw;
+  return r * t.sh * t.fw + c * t.sw + t.shift;
+}
+
+// The input coordinates of the box's footprint element (0, 0, 0). Along W it starts `shift`
+// columns early, at a multiple of 4: a tensor copy whose innermost start is not 16-byte aligned
+// stops the kernel with an illegal instruction (H200), which padding along W would otherwise give.
+struct FootprintStart {
+  int z, y, x;
+};
+FUSED3D_HOST_DEVICE FootprintStart footprint_start(const Tiling& t, const BoxOrigin& o) {
+  return {o.od * t.sd - t.pd, o.oh * t.sh - t.ph, o.ow * t.sw - t.pw - t.shift};
 }
 
 // k within one chunk's columns (0 <= k < taps_padded * chunk).

@@ -314,8 +314,8 @@ TEST(Indexing, ImplicitGemmWeightPartsAreTf32) {
 // libtorch's conv3d in double: the shape matrix and layers that take each box shape, each chunk
 // width (4, 8, 16 with one tap, several chunks with a partial last one), padded taps, stride,
 // dilation, padding beyond the kernel's reach and conv groups. The kernel fills chunk j's
-// footprints with x at the box origin's input coordinates plus (fz, fy, fx), 0 outside the input
-// and for channels past the group's, and reads A[p, k] at row_offset(p) + column_offset(k). Also:
+// footprints with x at footprint_start plus (fz, fy, fx) (16-byte aligned along W), 0 outside the
+// input and for channels past the group's, and reads A[p, k] at row_offset(p) + column_offset(k). Also:
 // every output position belongs to exactly one box; a lane's columns 8q + quad read
 // column_offset(8q) + quad * pitch (the kernel adds the quad's part once per step); every read of a
 // box's 128 positions stays inside the chunk's footprints; the footprints are the dense box a
@@ -343,7 +343,8 @@ TEST(Indexing, BoxFootprintsAndColumnsReproduceConv3d) {
     ASSERT_EQ(t.rows * t.columns, igemm_box::Traits::kBoxPositions);
     ASSERT_EQ(t.pitch, t.fd * t.fh * t.fw) << "a tensor copy's box, dense";
     ASSERT_EQ(t.fw % 4, 0) << "rows of whole 16-byte pieces";
-    ASSERT_GE(t.fw, (t.columns - 1) * t.sw + (t.kw - 1) * t.dw + 1);
+    ASSERT_GE(t.fw, t.shift + (t.columns - 1) * t.sw + (t.kw - 1) * t.dw + 1);
+    ASSERT_EQ(t.shift, ((-t.pw) % 4 + 4) % 4);
     ASSERT_GE(t.fh, (t.rows - 1) * t.sh + (t.kh - 1) * t.dh + 1);
     if (t.fd % 8 == 0)
       ;  // every pitch is 0 mod 32
@@ -392,12 +393,17 @@ TEST(Indexing, BoxFootprintsAndColumnsReproduceConv3d) {
     for (int64_t g = 0; g < groups; ++g)
       for (int box = 0; box < t.boxes; ++box) {
         const igemm_box::BoxOrigin o = igemm_box::box_origin(t, box);
+        const igemm_box::FootprintStart f = igemm_box::footprint_start(t, o);
+        ASSERT_EQ(((f.x % 4) + 4) % 4, 0) << "a tensor copy's innermost start is 16-byte aligned";
+        ASSERT_EQ(f.x, o.ow * t.sw - t.pw - t.shift);
+        ASSERT_EQ(f.z, o.od * t.sd - t.pd);
+        ASSERT_EQ(f.y, o.oh * t.sh - t.ph);
         std::fill(footprints.begin(), footprints.end(), std::nan(""));
         for (int c = 0; c < t.chunks * t.chunk; ++c)
           for (int fz = 0; fz < t.fd; ++fz)
             for (int fy = 0; fy < t.fh; ++fy)
               for (int fx = 0; fx < t.fw; ++fx) {
-                const int z = o.od * t.sd - t.pd + fz, y = o.oh * t.sh - t.ph + fy, xi = o.ow * t.sw - t.pw + fx;
+                const int z = f.z + fz, y = f.y + fy, xi = f.x + fx;
                 const bool inside = c < t.cin_per_group && z >= 0 && z < t.d && y >= 0 && y < t.h && xi >= 0 && xi < t.w;
                 footprints[static_cast<size_t>(c) * t.pitch + (fz * t.fh + fy) * t.fw + fx] =
                     inside ? xa[0][g * t.cin_per_group + c][z][y][xi] : 0.0;
