@@ -1,5 +1,6 @@
 // The CUDA pipeline against libtorch native (cuDNN, TF32 off) and float64. Skipped, visibly,
 // where there is no GPU.
+#include "conv3d_igemm_box.h"
 #include "fused3d/pipeline.h"
 #include "fused3d/tensor_io.h"
 #include "test_support.h"
@@ -284,12 +285,17 @@ TEST_F(FusedCuda, ImplicitGemmLayersInBothModes) {
   };
   for (const LayerSpec& spec : shape_matrix())
     if (spec.kernel != std::array<int64_t, 3>{4, 4, 4} && !is_depthwise(spec)) specs.push_back(spec);
+  int box_layers = 0;
   for (const LayerSpec& spec : specs) {
     SCOPED_TRACE(to_string(spec));
     const FusedLayer layer = random_layer(spec, gen);
     const at::Tensor x = random_input(spec, gen);
-    // The box kernel's tensor copies need rows of whole 16-byte pieces: W a multiple of 4.
-    const KernelKind planned = spec.spatial[2] % 4 == 0 ? KernelKind::kIgemmBox : KernelKind::kIgemm;
+    // The box kernel's tensor copies need rows of whole 16-byte pieces (W a multiple of 4), and two
+    // chunks' footprints must fit its shared memory (the 576-tap layer's: 2 x 4 x 9 x 18 x 28 floats).
+    const bool box = spec.spatial[2] % 4 == 0 && igemm_box::shared_bytes(igemm_box::tiling(x, layer)) <=
+                                                     static_cast<size_t>(igemm_box::Traits::kMaxSharedBytes);
+    box_layers += box;
+    const KernelKind planned = box ? KernelKind::kIgemmBox : KernelKind::kIgemm;
     for (const bool requested : {false, true}) {
       const KernelKind kernel = requested ? KernelKind::kIgemm : planned;
       SCOPED_TRACE(std::string(kernel_id(kernel)) + (requested ? " on request" : ""));
@@ -301,6 +307,7 @@ TEST_F(FusedCuda, ImplicitGemmLayersInBothModes) {
       expect_matches_references(layer, x, cuda_, kTF32Bound, Precision::kTF32);
     }
   }
+  EXPECT_GE(box_layers, 6) << "the box kernel takes most of these layers";
 }
 
 // FUSED3D_KERNEL names the kernel the plan takes where that kernel can take the layer, and is an
