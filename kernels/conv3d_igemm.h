@@ -143,15 +143,15 @@ void launch(const at::Tensor& x, const FusedLayer& layer, const IgemmWeights& we
 
 // The operands of A, per element. ptxas expands cvt.rna.tf32.f32 to five instructions on sm_90 (a
 // compare and select for NaN besides the rounding), as many as the gather spends on the element.
-//   tf32 mode: v rounded to TF32 as cvt.rna does it (nearest, ties away from zero) in two integer
-//     operations: add half a TF32 ulp to the magnitude bits, clear the 13 bits TF32 drops.
-//     Infinities stay, NaN stays NaN, a carry out of the largest finite values gives infinity.
+//   tf32 mode: v as the MMA reads it rounded to TF32 as cvt.rna does it (nearest, ties away from
+//     zero) in one integer operation: add half a TF32 ulp to the magnitude bits. The tensor core
+//     reads an operand's top 19 bits and ignores the 13 that TF32 drops, so clearing them (a second
+//     operation) changes no product. Infinities stay, a carry out of the largest finite values
+//     gives infinity.
 //   split: hi = v with those bits cleared (one operation) and lo = v - hi, exact; the MMA reads
 //     lo's top 19 bits, so the product keeps v to 2^-21 of itself (rounding both parts keeps 2^-22,
 //     at three more operations per element), against float32's 2^-24 and the mode's 1e-5 bound.
-__device__ __forceinline__ float round_to_tf32(float v) {
-  return __uint_as_float((__float_as_uint(v) + 0x1000u) & 0xFFFFE000u);
-}
+__device__ __forceinline__ float tf32_operand(float v) { return __uint_as_float(__float_as_uint(v) + 0x1000u); }
 __device__ __forceinline__ float truncate_to_tf32(float v) { return __uint_as_float(__float_as_uint(v) & 0xFFFFE000u); }
 
 __device__ __forceinline__ Moments<float> shuffle_xor(const Moments<float>& m, int offset) {

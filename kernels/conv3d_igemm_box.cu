@@ -15,8 +15,9 @@
 // A block of kThreads threads takes one sample, a tile of up to igemm::Traits::kMaxSteps boxes of
 // kBoxPositions output positions, and one block of up to 64 output channels of one conv group. It
 // walks (box, chunk) items: a chunk's footprints are copied into one of two buffers while the
-// other's are multiplied (item i + 1's copy is issued with item i's first slice); W's slices
-// of kBlockK columns arrive by cp.async in two stages, one barrier per slice. Per slice a warp
+// other's are multiplied (item i + 1's copy is issued with item i's first stage); W's slices
+// of kBlockK columns arrive by cp.async in two stages of up to four slices (Traits::
+// slices_per_stage), one barrier per stage. Per slice a warp
 // multiplies its 32 positions by the block's channels, as the implicit-GEMM kernel does. After a
 // box's last chunk its accumulators (started from the bias) get hardswish and join each thread's
 // running (count, mean, M2) per channel for the positions inside the output; the block then merges
@@ -68,9 +69,11 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
   constexpr int kLdW = GemmTraits::ld_w(kN);
   constexpr int kParts = kSplit ? 2 : 1;
   constexpr int kK = Traits::kBlockK;
+  constexpr int kSlicesPerStage = Traits::slices_per_stage(kNTiles, kParts);
+  constexpr int kStageK = kSlicesPerStage * kK;
   constexpr int kWarps = GemmTraits::kWarps;
   extern __shared__ __align__(128) float shared[];  // two chunks' footprints, then the column table
-  __shared__ __align__(16) float w_s[GemmTraits::kStages][kParts * kK * kLdW];
+  __shared__ __align__(16) float w_s[GemmTraits::kStages][kParts * kStageK * kLdW];
   __shared__ Moments<float> warp_moments[kWarps][kN];
   __shared__ uint64_t landed[2];  // a footprint buffer's tensor copy has landed
 
@@ -86,6 +89,7 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
   const int first_channel = (block - conv_group * p.blocks) * kN;  // within the conv group
   const int map_sample = static_cast<int>(n) * p.conv_groups + conv_group;  // x_map's outermost coordinate
   const int slices = slices_per_chunk(t);
+  const int stages = (slices + kSlicesPerStage - 1) / kSlicesPerStage;  // W stages per chunk
   const size_t w_block = static_cast<size_t>(block) * t.chunks * slices * kK * kN;
   const int footprint_floats = t.chunk * t.pitch;
   float* footprints = shared;
@@ -124,30 +128,77 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
     ptx::mbarrier_expect_bytes(bar, static_cast<unsigned>(t.chunk * t.pitch * sizeof(float)));
     ptx::tensor_copy_5d(footprints + buffer * footprint_floats, &x_map, f.x, f.y, f.z, chunk * t.chunk, map_sample, bar);
   };
-  // W's slice s (of the group's K) into stage `stage`: kK rows of kN floats per part, 16 bytes a copy.
-  const auto load_w = [&](int s, int stage) {
-    constexpr int kCopies = kK * kN / 4, kRounds = (kCopies + Traits::kThreads - 1) / Traits::kThreads;
+  // Chunk c's W stage g into buffer `stage`: its slices' kK rows of kN floats per part (the chunk's
+  // last stage may hold fewer slices), 16 bytes a copy.
+  const auto load_w = [&](int c, int g, int stage) {
+    constexpr int kRounds = (kStageK * kN / 4 + Traits::kThreads - 1) / Traits::kThreads;
+    const int first = g * kSlicesPerStage;
+    const int copies = min(kSlicesPerStage, slices - first) * kK * kN / 4;
+    const size_t offset = w_block + (static_cast<size_t>(c) * slices + first) * kK * kN;
 #pragma unroll
     for (int part = 0; part < kParts; ++part) {
 #pragma unroll
       for (int round = 0; round < kRounds; ++round) {
         const int i = round * Traits::kThreads + static_cast<int>(threadIdx.x);
-        if (kCopies % Traits::kThreads != 0 && i >= kCopies) continue;
-        const float* w = (part == 0 ? p.w_hi : p.w_lo) + w_block + static_cast<size_t>(s) * kK * kN;
+        if (i >= copies) continue;
+        const float* w = (part == 0 ? p.w_hi : p.w_lo) + offset;
         const int row = i / (kN / 4), col = (i - row * (kN / 4)) * 4;
-        ptx::cp_async16(&w_s[stage][(part * kK + row) * kLdW + col], w + row * kN + col);
+        ptx::cp_async16(&w_s[stage][(part * kStageK + row) * kLdW + col], w + row * kN + col);
       }
     }
     ptx::cp_async_commit();
   };
 
   float acc[2][kNTiles][4];
+  // Slice s of the chunk (columns[2 s], [2 s + 1]) from `footprint`, its W at rows row0.. of W
+  // buffer `stage`, into acc.
+  const auto multiply_slice = [&](const float* footprint, int s, int row0, int stage) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int k8 = row0 + 8 * half;  // the step's first row in the W stage
+      const int2 col = columns[2 * s + half];
+      float4 a_hi[2], a_lo[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float v[4] = {footprint[row_base[i][0] + col.x], footprint[row_base[i][1] + col.x],
+                            footprint[row_base[i][0] + col.y], footprint[row_base[i][1] + col.y]};
+        float hi[4], lo[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if constexpr (kSplit) {
+            hi[e] = igemm::truncate_to_tf32(v[e]);
+            lo[e] = v[e] - hi[e];
+          } else {
+            hi[e] = igemm::tf32_operand(v[e]);
+          }
+        }
+        a_hi[i] = make_float4(hi[0], hi[1], hi[2], hi[3]);
+        if constexpr (kSplit) a_lo[i] = make_float4(lo[0], lo[1], lo[2], lo[3]);
+      }
+#pragma unroll
+      for (int j = 0; j < kNTiles; ++j) {
+        const int c = j * 8 + group_row;
+        const auto w_at = [&](int part, int k) { return __float_as_uint(w_s[stage][(part * kStageK + k) * kLdW + c]); };
+        const uint32_t w0 = w_at(0, k8 + quad), w1 = w_at(0, k8 + quad + 4);
+        const uint32_t l0 = w_at(kParts - 1, k8 + quad), l1 = w_at(kParts - 1, k8 + quad + 4);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          if constexpr (kSplit) {
+            ptx::mma_tf32(acc[i][j], a_lo[i], w0, w1);  // the small terms first
+            ptx::mma_tf32(acc[i][j], a_hi[i], l0, l1);
+          }
+          ptx::mma_tf32(acc[i][j], a_hi[i], w0, w1);
+        }
+      }
+    }
+  };
+
   __syncthreads();  // the barriers are initialized
   if (items > 0) {
     if (threadIdx.x == 0) fill(0, 0);
-    load_w(0, 0);
+    load_w(0, 0, 0);
   }
-  int stage = 0;  // W's stage of the slice being multiplied
+  int stage = 0;  // W's buffer of the stage being multiplied
   for (int item = 0; item < items; ++item) {
     const int chunk = item % t.chunks;
     if (chunk == 0) {
@@ -161,53 +212,21 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
     }
     const float* footprint = footprints + (item & 1) * footprint_floats;
     const bool more = item + 1 < items;
-    for (int s = 0; s < slices; ++s) {
-      // Slice s's W, and at s = 0 this item's footprints (the buffer's (item / 2)-th copy), have landed.
+    for (int g = 0; g < stages; ++g) {
+      // Stage g's W, and at g = 0 this item's footprints (the buffer's (item / 2)-th copy), have landed.
       ptx::cp_async_wait<0>();
-      if (s == 0) ptx::mbarrier_wait(ptx::shared_address(&landed[item & 1]), (item >> 1) & 1);
-      __syncthreads();  // also: every warp is done with the stage and buffer refilled below
-      if (s + 1 < slices)
-        load_w(chunk * slices + s + 1, stage ^ 1);
+      if (g == 0) ptx::mbarrier_wait(ptx::shared_address(&landed[item & 1]), (item >> 1) & 1);
+      __syncthreads();  // also: every warp is done with the W buffer and footprint buffer refilled below
+      if (g + 1 < stages)
+        load_w(chunk, g + 1, stage ^ 1);
       else if (more)
-        load_w((chunk + 1) % t.chunks * slices, stage ^ 1);
-      if (s == 0 && more && threadIdx.x == 0) fill(item + 1, (item + 1) & 1);
+        load_w((chunk + 1) % t.chunks, 0, stage ^ 1);
+      if (g == 0 && more && threadIdx.x == 0) fill(item + 1, (item + 1) & 1);
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int k8 = 8 * half;
-        const int2 col = columns[2 * s + half];
-        float4 a_hi[2], a_lo[2];
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const float v[4] = {footprint[row_base[i][0] + col.x], footprint[row_base[i][1] + col.x],
-                              footprint[row_base[i][0] + col.y], footprint[row_base[i][1] + col.y]};
-          float hi[4], lo[4];
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            if constexpr (kSplit) {
-              hi[e] = igemm::truncate_to_tf32(v[e]);
-              lo[e] = v[e] - hi[e];
-            } else {
-              hi[e] = igemm::round_to_tf32(v[e]);
-            }
-          }
-          a_hi[i] = make_float4(hi[0], hi[1], hi[2], hi[3]);
-          if constexpr (kSplit) a_lo[i] = make_float4(lo[0], lo[1], lo[2], lo[3]);
-        }
-#pragma unroll
-        for (int j = 0; j < kNTiles; ++j) {
-          const int c = j * 8 + group_row;
-          const auto w_at = [&](int part, int k) { return __float_as_uint(w_s[stage][(part * kK + k) * kLdW + c]); };
-          const uint32_t w0 = w_at(0, k8 + quad), w1 = w_at(0, k8 + quad + 4);
-          const uint32_t l0 = w_at(kParts - 1, k8 + quad), l1 = w_at(kParts - 1, k8 + quad + 4);
-#pragma unroll
-          for (int i = 0; i < 2; ++i) {
-            if constexpr (kSplit) {
-              ptx::mma_tf32(acc[i][j], a_lo[i], w0, w1);  // the small terms first
-              ptx::mma_tf32(acc[i][j], a_hi[i], l0, l1);
-            }
-            ptx::mma_tf32(acc[i][j], a_hi[i], w0, w1);
-          }
-        }
+      for (int si = 0; si < kSlicesPerStage; ++si) {
+        const int s = g * kSlicesPerStage + si;  // the slice within the chunk
+        if (kSlicesPerStage > 1 && s >= slices) break;
+        multiply_slice(footprint, s, si * kK, stage);
       }
       stage ^= 1;
     }

@@ -37,9 +37,25 @@ struct Traits {
   // this, so that two blocks share an SM besides W's stages.
   static constexpr int kMaxSharedBytes = 100 * 1024;
   static constexpr int kMaxBoxExtent = 256;  // a tensor copy's box, per axis
+  // W arrives in stages of several slices where the block has few channels, so that a barrier
+  // (and a cp.async wait) is paid per stage, not per slice: with 16 channels a slice is 8 MMAs per
+  // warp. Both stages of all parts stay within kMaxWBytes, so that two blocks with
+  // kMaxSharedBytes of footprints share an SM.
+  static constexpr int kMaxWBytes = 12 * 1024;
+  static constexpr int kMaxSlicesPerStage = 4;
+  static constexpr int slices_per_stage(int n_tiles, int parts) {
+    const int ld = igemm::Traits::ld_w(8 * n_tiles);
+    int slices = kMaxSlicesPerStage;
+    while (slices > 1 && igemm::Traits::kStages * parts * slices * kBlockK * ld * 4 > kMaxWBytes) slices /= 2;
+    return slices;
+  }
   static_assert(kBoxPositions == 128, "boxes of 4 x 32, 8 x 16 or 16 x 8 positions");
   static_assert(kMinChunk == 4 && kBlockK % kMaxChunk == 0, "a k8 step's columns t and t + 4 share a tap and differ in ci");
 };
+static_assert(Traits::slices_per_stage(1, 2) == 4 && Traits::slices_per_stage(2, 1) == 4 &&
+                  Traits::slices_per_stage(2, 2) == 2 && Traits::slices_per_stage(4, 1) == 2 &&
+                  Traits::slices_per_stage(8, 1) == 1,
+              "16 channels: 4 slices per stage in the tf32 mode, 2 in the accurate mode; 64 channels: 1");
 
 // K's order, from the layer alone (the packed weights follow it and are cached per model, whatever
 // x's extent).
