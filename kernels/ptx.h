@@ -1,7 +1,7 @@
 // The PTX the fused kernels use beyond plain CUDA C++, one wrapper each: asynchronous copies
-// (cp.async and the bulk copy engine), mbarriers and a ring of them, named barriers, register
-// reallocation between warpgroups (setmaxnreg), warp-level MMAs (mma.sync), programmatic dependent
-// launch and the async-proxy fence. wgmma is in wgmma.h.
+// (cp.async, the bulk copy engine and its tensor copies through a tensor map), mbarriers and a
+// ring of them, named barriers, register reallocation between warpgroups (setmaxnreg), warp-level
+// MMAs (mma.sync), programmatic dependent launch and the async-proxy fence. wgmma is in wgmma.h.
 //
 // Shared-memory operands are 32-bit shared addresses (shared_address), computed once by the
 // caller: converting a generic pointer at every use cost the MMA warps of the mma.sync kernel ~3%
@@ -10,9 +10,9 @@
 
 #include <cstdint>
 
-// The sm_90 instructions (mbarrier phases with transaction counts, bulk copies, the async-proxy
-// fence): in code for an older target they trap, and the plan runs no kernel that uses them there
-// (device_code.h).
+// The sm_90 instructions (mbarrier phases with transaction counts, bulk and tensor copies, the
+// async-proxy fence): in code for an older target they trap, and the plan runs no kernel that uses
+// them there (device_code.h).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 #define FUSED3D_SM90_ASM(...) __trap()
 #else
