@@ -6,8 +6,8 @@
 // Operands: mma.sync m16n8k8 with TF32 operands and float32 accumulators (sm_80 on).
 //   - accurate mode, float32: each operand is split into TF32 hi + lo parts (conv3d_igemm.h's
 //     truncate_to_tf32 says how, for A) and a product is a_hi*w_hi + a_lo*w_hi + a_hi*w_lo: what
-//     it drops is ~2^-21 of it, float32's rounding 2^-24. x needs no pivot: the split keeps 21 bits wherever x
-//     sits, so an offset input is as accurate as any.
+//     it drops is ~2^-21 of it, float32's rounding 2^-24. x needs no pivot: the split keeps 21
+//     bits wherever x sits, so an offset input is as accurate as any.
 //   - tf32 mode: one product of the rounded operands (PyTorch's allow_tf32).
 //   - float16 and bfloat16: their values are exact in TF32, so one product is exact in both modes.
 //
