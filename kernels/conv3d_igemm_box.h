@@ -44,11 +44,17 @@ struct Traits {
   static constexpr int kMaxWBytes = 12 * 1024;
   static constexpr int kMaxSlicesPerStage = 4;
   static constexpr int slices_per_stage(int n_tiles, int parts) {
-    const int ld = igemm::Traits::ld_w(8 * n_tiles);
     int slices = kMaxSlicesPerStage;
-    while (slices > 1 && igemm::Traits::kStages * parts * slices * kBlockK * ld * 4 > kMaxWBytes) slices /= 2;
+    while (slices > 1 && igemm::Traits::kStages * parts * slices * kBlockK * 8 * n_tiles * 4 > kMaxWBytes) slices /= 2;
     return slices;
   }
+  // Blocks of 32 and 64 channels run their steps as wgmma where the code has it (sm_90a), the
+  // rest as mma.sync: with 64 channels wgmma took Cin 32 -> 64 from 0.427 / 0.770 ms to 0.370 /
+  // 0.532 (tf32 / accurate), with 32 Cin 8 -> 32 from 0.648 / 1.012 to 0.612 / 0.885; with 16 it
+  // won and lost by up to 10% by layer and mode (kernel 7 tf32 0.700 -> 0.771, kernel 5 accurate
+  // 1.935 -> 1.796; H200, run 110).
+  static constexpr bool uses_wgmma(int n_tiles) { return n_tiles >= 4; }
+  static_assert(kThreads == 128, "one warpgroup: a step's two m64 tiles");
   static_assert(kBoxPositions == 128, "boxes of 4 x 32, 8 x 16 or 16 x 8 positions");
   static_assert(kMinChunk == 4 && kBlockK % kMaxChunk == 0, "a k8 step's columns t and t + 4 share a tap and differ in ci");
 };
@@ -56,6 +62,15 @@ static_assert(Traits::slices_per_stage(1, 2) == 4 && Traits::slices_per_stage(2,
                   Traits::slices_per_stage(2, 2) == 2 && Traits::slices_per_stage(4, 1) == 2 &&
                   Traits::slices_per_stage(8, 1) == 1,
               "16 channels: 4 slices per stage in the tf32 mode, 2 in the accurate mode; 64 channels: 1");
+
+// W's layout within a slice of kBlockK rows (k) and n columns: two k8 steps of wgmma's K-major
+// B tile (wgmma::m64k8_tf32), float ((2 * (c / 8) + k % 8 / 4) * 32 + (c % 8) * 4 + k % 4) of its
+// step. A slice is copied to shared memory as it is; wgmma reads it through a descriptor, and an
+// mma.sync B fragment (k = k8 + quad (+ 4), c = 8 j + group_row) is 32 consecutive floats, one
+// per bank.
+FUSED3D_HOST_DEVICE constexpr int w_index(int k, int c, int n) {
+  return k / 8 * 8 * n + (2 * (c / 8) + k % 8 / 4) * 32 + c % 8 * 4 + k % 4;
+}
 
 // K's order, from the layer alone (the packed weights follow it and are cached per model, whatever
 // x's extent).
@@ -135,8 +150,9 @@ Tiling tiling(const at::Tensor& x, const FusedLayer& layer);
 bool can_run(const at::Tensor& x, const FusedLayer& layer);
 
 // The weights as igemm::IgemmWeights with K in this kernel's order (above): per (conv group,
-// block of channels) (K, 8 * n_tiles) float32, TF32-rounded hi (and lo in the accurate mode),
-// zeros for padded taps, channels past Cin/G in the last chunk and channels past the group's.
+// block of channels) K / kBlockK slices of kBlockK x 8 * n_tiles float32 laid out by w_index,
+// TF32-rounded hi (and lo in the accurate mode), zeros for padded taps, channels past Cin/G in the
+// last chunk and channels past the group's.
 igemm::IgemmWeights pack_weights(const FusedLayer& layer, Precision precision);
 
 // Partial-moment tiles per sample (each of up to igemm::Traits::kMaxSteps boxes).

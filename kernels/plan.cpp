@@ -12,6 +12,7 @@
 #include "conv3d_igemm_box.h"
 #include "conv3d_k4_mma.h"
 #include "conv3d_k4_planes.h"
+#include "device_code.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -76,6 +77,8 @@ Plan make_plan(const FusedLayer& layer, const at::Tensor& x, Precision precision
     case KernelKind::kIgemmBox:
       plan.tiles = igemm_box::tiles(x, layer);
       plan.shared_bytes = igemm_box::shared_bytes(igemm_box::tiling(x, layer));
+      plan.wgmma = device_code(x.device().index()).wgmma &&
+                   igemm_box::Traits::uses_wgmma(igemm::n_tiles_for(layer.out_channels() / layer.conv_groups));
       break;
     case KernelKind::kIgemm: plan.tiles = igemm::tiles(x, layer); break;
     case KernelKind::kGeneral: plan.tiles = general::tiles(x, layer); break;
@@ -104,7 +107,7 @@ std::string describe(const Plan& plan, at::ScalarType dtype) {
     return text + (dtype == at::kFloat ? " (float32 on CUDA cores, input tiles in shared memory)"
                                        : " (" + dtype_name(dtype) + " in, float32 on CUDA cores, input tiles in shared memory)");
   if (plan.kernel == KernelKind::kIgemmBox)
-    return text + " (tensor cores, mma.sync implicit GEMM, input boxes in shared memory; " +
+    return text + " (tensor cores, " + (plan.wgmma ? "wgmma" : "mma.sync") + " implicit GEMM, input boxes in shared memory; " +
            (igemm::splits(dtype, plan.precision) ? "accurate: x and weights split hi+lo TF32, 3 products"
                                                   : "tf32: x and weights rounded to TF32") +
            ")";

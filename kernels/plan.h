@@ -24,6 +24,7 @@ struct Plan {
   int tiles = 0;                    // partial moments per (sample, channel), merged by the epilogue
   bool epilogue_in_kernel = false;  // the moments kernel runs the GroupNorm-mean epilogue itself
   size_t shared_bytes = 0;          // the moments kernel's dynamic shared memory per block
+  bool wgmma = false;               // the box kernel's steps run as wgmma (else mma.sync)
 };
 
 // For a CUDA input and layer that passed the entry's checks (forward_reason, fused_layer.h): the

@@ -371,16 +371,17 @@ TEST(Indexing, BoxFootprintsAndColumnsReproduceConv3d) {
     const int n = 8 * packed.n_tiles;
     const int64_t groups = layer.conv_groups, per_group = layer.out_channels() / groups;
     ASSERT_EQ(packed.hi.size(1), int64_t{t.chunks} * columns_per_chunk);
-    const at::Tensor w = packed.hi.to(at::kDouble) + packed.lo.to(at::kDouble);
-    const auto wa = w.accessor<double, 3>();
+    // W's element (k, c) of block b at [b][w_index(k, c, n)].
+    const at::Tensor w = (packed.hi.to(at::kDouble) + packed.lo.to(at::kDouble)).reshape({packed.hi.size(0), -1});
+    const auto wa = w.accessor<double, 2>();
     const auto bias = packed.bias.accessor<float, 2>();
     for (int64_t b = 0; b < w.size(0); ++b)
-      for (int64_t k = 0; k < w.size(1); ++k) {
+      for (int64_t k = 0; k < packed.hi.size(1); ++k) {
         const int local = static_cast<int>(k % columns_per_chunk), tap = local / t.chunk;
         const int ci = static_cast<int>(k / columns_per_chunk) * t.chunk + local % t.chunk;
         for (int c = 0; c < n; ++c)
           if ((b % packed.blocks) * n + c >= per_group || tap >= t.taps || ci >= t.cin_per_group)
-            ASSERT_EQ(wa[b][k][c], 0.0) << "padding weighs 0: k " << k << " channel " << c;
+            ASSERT_EQ(wa[b][igemm_box::w_index(static_cast<int>(k), c, n)], 0.0) << "padding weighs 0: k " << k << " channel " << c;
       }
     const at::Tensor ref = at::conv3d(x, layer.weight.to(at::kDouble), layer.bias.defined() ? layer.bias.to(at::kDouble) : at::Tensor(),
                                       layer.stride, layer.padding, layer.dilation, groups);
@@ -420,7 +421,7 @@ TEST(Indexing, BoxFootprintsAndColumnsReproduceConv3d) {
                 const double a = footprints[static_cast<size_t>(j) * t.chunk * t.pitch + igemm_box::row_offset(t, p) +
                                             igemm_box::column_offset(t, k)];
                 ASSERT_FALSE(std::isnan(a)) << "a read outside every channel's footprint";
-                sum += a * wa[block][int64_t{j} * columns_per_chunk + k][ch % n];
+                sum += a * wa[block][igemm_box::w_index(j * columns_per_chunk + k, static_cast<int>(ch % n), n)];
               }
             const double want = ra[0][g * per_group + ch][o.od][oh][ow];
             ASSERT_NEAR(sum, want, 1e-6 * (1.0 + std::abs(want)))
@@ -436,7 +437,8 @@ TEST(Indexing, BoxFootprintsAndColumnsReproduceConv3d) {
 
 // What the box kernel's footprints cannot hold goes to the implicit-GEMM kernel: a footprint over
 // the shared-memory budget (stride and dilation 8 along H and W), and kernel 7 with 8 channels per
-// chunk (8 x 16 boxes: 7 x 14 x 22 floats a channel); the same kernel 7 with 4 channels fits.
+// chunk (7 x 14 x 22 floats a channel in 8 x 16 boxes, more in the others); the same kernel 7 with
+// 4 channels fits.
 TEST(Indexing, BoxFootprintsWithinSharedMemory) {
   using T3 = std::array<int64_t, 3>;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(47);
@@ -447,6 +449,12 @@ TEST(Indexing, BoxFootprintsWithinSharedMemory) {
   EXPECT_FALSE(fits({1, 1, 1, 1, {1, 7, 7}, {2, 60, 60}, true, true, T3{1, 8, 8}, T3{0, 0, 0}, T3{1, 8, 8}, 1}));
   EXPECT_FALSE(fits({1, 8, 16, 4, {7, 7, 7}, {16, 32, 32}, true, true, T3{1, 1, 1}, T3{3, 3, 3}}));
   EXPECT_TRUE(fits({1, 4, 16, 4, {7, 7, 7}, {16, 32, 32}, true, true, T3{1, 1, 1}, T3{3, 3, 3}}));
+  // Dilation 2 with 8 channels: 4 x 32 boxes pad the 12 x 28 output plane least and need 115 KB;
+  // the layer goes to the implicit-GEMM kernel (8 x 16 boxes would fit and were slower in the
+  // accurate mode, conv3d_igemm_box.cu's tiling).
+  const LayerSpec dilated{1, 8, 32, 8, {3, 3, 3}, {16, 32, 32}, true, true, T3{1, 1, 1}, T3{0, 0, 0}, T3{2, 2, 2}};
+  EXPECT_FALSE(fits(dilated));
+  EXPECT_EQ(igemm_box::tiling(random_input(dilated, gen), random_layer(dilated, gen)).columns, 32);
 }
 
 // The depthwise kernel's tiling, on layers with one input channel per conv group: kernel sizes per
@@ -562,6 +570,19 @@ TEST(Indexing, DepthwiseRefusesWhatItCannotTile) {
   const FusedLayer layer = random_layer(depthwise, gen);
   EXPECT_TRUE(depthwise::can_run(random_input(depthwise, gen), layer));
   EXPECT_FALSE(depthwise::can_run(random_input(depthwise, gen).to(at::kDouble), layer)) << "float64 is refused";
+}
+
+// The box kernel's W slices (w_index) are wgmma B tiles: a TF32 element (k, c) of a k8 step holds
+// the bytes of the fp16 elements (2 k, c) and (2 k + 1, c) of the layout the planes kernel's
+// descriptor reads (wgmma::b_offset), so one descriptor serves both.
+TEST(Indexing, BoxWeightsAreWgmmaTiles) {
+  for (const int n : {8, 16, 32, 64})
+    for (int k = 0; k < 16; ++k)
+      for (int c = 0; c < n; ++c) {
+        const int step = k / 8, kk = k % 8;
+        ASSERT_EQ(4 * igemm_box::w_index(k, c, n), step * 8 * n * 4 + 2 * wgmma::b_offset(2 * kk, c)) << "k " << k << " c " << c;
+        ASSERT_EQ(2 * wgmma::b_offset(2 * kk + 1, c), 2 * wgmma::b_offset(2 * kk, c) + 2) << "a TF32 element's two halves";
+      }
 }
 
 }  // namespace
