@@ -62,6 +62,9 @@ struct Params {
   int cout, cout_per_group, blocks;  // blocks: channel blocks per conv group
   int tiles, steps;                  // tiles per sample, boxes per tile
   Tiling t;
+  // Per k8 step of a chunk, the byte offsets into a footprint of its columns 0 and 4
+  // (column_offset): read from the parameters at a step index all threads share.
+  int2 columns[Traits::kMaxColumnSteps];
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -79,14 +82,20 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
   constexpr int kSlicesPerStage = Traits::slices_per_stage(kNTiles, kParts);
   constexpr int kStageK = kSlicesPerStage * kK;
   constexpr int kWarps = GemmTraits::kWarps;
-  extern __shared__ __align__(128) float shared[];  // two chunks' footprints, then the column table
-  __shared__ __align__(128) float w_s[GemmTraits::kStages][kParts * kStageK * kN];  // slices as packed (w_index)
+  extern __shared__ __align__(128) float shared[];  // two chunks' footprints
+  constexpr int kWBuffers = Traits::w_buffers(kWgmma, kParts);
+  constexpr int kLookahead = Traits::w_lookahead(kWgmma, kParts);  // W stages in flight ahead of the one multiplied
+  __shared__ __align__(128) float w_s[kWBuffers][kParts * kStageK * kN];  // slices as packed (w_index)
   __shared__ Moments<float> warp_moments[kWarps][kN];
   __shared__ uint64_t landed[2];  // a footprint buffer's tensor copy has landed
+  __shared__ uint64_t w_landed[kWBuffers];  // a W buffer's bulk copies have landed
 
   ptx::launch_dependents();  // the epilogue grid may be scheduled; it waits for this one to end
   if (threadIdx.x == 0)
+  if (threadIdx.x == 0) {
     for (int b = 0; b < 2; ++b) ptx::mbarrier_init(ptx::shared_address(&landed[b]), 1);
+    for (int b = 0; b < kWBuffers; ++b) ptx::mbarrier_init(ptx::shared_address(&w_landed[b]), 1);
+  }
   const Tiling& t = p.t;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int group_row = lane / 4, quad = lane % 4;  // the mma fragments' row and column lane indices
@@ -100,14 +109,10 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
   const size_t w_block = static_cast<size_t>(block) * t.chunks * slices * kK * kN;
   const int footprint_floats = t.chunk * t.pitch;
   float* footprints = shared;
-  int2* columns = reinterpret_cast<int2*>(shared + 2 * footprint_floats);
-  for (int i = static_cast<int>(threadIdx.x); i < 2 * slices; i += Traits::kThreads)
-    columns[i] = make_int2(column_offset(t, 8 * i), column_offset(t, 8 * i + 4));
 
-  float2 bias[kNTiles];
-#pragma unroll
-  for (int j = 0; j < kNTiles; ++j)
-    bias[j] = *reinterpret_cast<const float2*>(p.bias + static_cast<size_t>(block) * kN + j * 8 + 2 * quad);
+  // The lane's bias pairs, read at each box's start (L1) rather than held: with 64 channels and
+  // wgmma in flight across stages their 16 registers made ptxas spill.
+  const float2* bias = reinterpret_cast<const float2*>(p.bias + static_cast<size_t>(block) * kN + 2 * quad);
   Moments<float> running[kNTiles][2];
 #pragma unroll
   for (int j = 0; j < kNTiles; ++j) running[j][0] = running[j][1] = {0.f, 0.f, 0.f};
@@ -120,14 +125,23 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
   };
   // Those rows as offsets into a footprint, with the column quad's channel (column k8 + quad reads
   // channel ci + quad, conv3d_igemm_box.h).
-  int row_base[2][2];
+  int row_bytes[2][2];
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
-    for (int h = 0; h < 2; ++h) row_base[i][h] = row_offset(t, position_of(i, h)) + quad * t.pitch;
+    for (int h = 0; h < 2; ++h)
+      row_bytes[i][h] = static_cast<int>(sizeof(float)) * (row_offset(t, position_of(i, h)) + quad * t.pitch);
+  // Through an identity shuffle, opaque to ptxas, so that a load's address stays this register
+  // plus one uniform sum (the footprint and the step's column), LDS [R + UR], rather than a
+  // shift-and-add per element.
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) row_bytes[i][h] = __shfl_sync(0xffffffffu, row_bytes[i][h], lane);
 
   const int first_box = tile * p.steps;
-  const int items = max(0, min(p.steps, t.boxes - first_box)) * t.chunks;
+  const int boxes_here = max(0, min(p.steps, t.boxes - first_box));
+  const int items = boxes_here * t.chunks;  // (box, chunk) pairs
 
   // Item `item`'s footprints (box first_box + item / chunks, chunk item % chunks) into `buffer`:
   // one tensor copy of fw x fh x fd x chunk floats by thread 0, zeros where the box leaves x or the
@@ -140,34 +154,42 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
     ptx::mbarrier_expect_bytes(bar, static_cast<unsigned>(t.chunk * t.pitch * sizeof(float)));
     ptx::tensor_copy_5d(footprints + buffer * footprint_floats, &x_map, f.x, f.y, f.z, chunk * t.chunk, map_sample, bar);
   };
-  // Chunk c's W stage g into buffer `stage`: its slices' kK rows of kN floats per part (the chunk's
-  // last stage may hold fewer slices), 16 bytes a copy.
-  const auto load_w = [&](int c, int g, int stage) {
-    constexpr int kRounds = (kStageK * kN / 4 + Traits::kThreads - 1) / Traits::kThreads;
-    const int first = g * kSlicesPerStage;
-    const int copies = min(kSlicesPerStage, slices - first) * kK * kN / 4;
-    const size_t offset = w_block + (static_cast<size_t>(c) * slices + first) * kK * kN;
+  // The next W stage in (item, stage) order into `buffer`, by thread 0: its slices' kK rows of kN
+  // floats per part (a chunk's last stage may hold fewer slices), contiguous in the packed weights,
+  // one bulk copy per part, landing on w_landed[buffer]. The block's W is walked from its start
+  // again for each box.
+  int load_item = 0, load_g = 0;
+  size_t load_offset = 0;  // floats into the block's W
+  const size_t block_w_floats = static_cast<size_t>(t.chunks) * slices * kK * kN;
+  const auto load_next_w = [&](int buffer) {
+    if (load_item >= items) return;
+    const unsigned floats = static_cast<unsigned>(min(kSlicesPerStage, slices - load_g * kSlicesPerStage) * kK * kN);
+    const unsigned bar = ptx::shared_address(&w_landed[buffer]);
+    ptx::fence_proxy_async();  // the buffer's last readers (ordinary loads with mma.sync) before the copy's writes
+    ptx::mbarrier_expect_bytes(bar, kParts * floats * static_cast<unsigned>(sizeof(float)));
 #pragma unroll
-    for (int part = 0; part < kParts; ++part) {
-#pragma unroll
-      for (int round = 0; round < kRounds; ++round) {
-        const int i = round * Traits::kThreads + static_cast<int>(threadIdx.x);
-        if (i >= copies) continue;
-        const float* w = (part == 0 ? p.w_hi : p.w_lo) + offset;
-        ptx::cp_async16(&w_s[stage][part * kStageK * kN + 4 * i], w + 4 * i);
-      }
+    for (int part = 0; part < kParts; ++part)
+      ptx::bulk_copy(&w_s[buffer][part * kStageK * kN], (part == 0 ? p.w_hi : p.w_lo) + w_block + load_offset,
+                     floats * static_cast<unsigned>(sizeof(float)), bar);
+    load_offset += floats;
+    if (++load_g == stages) {
+      load_g = 0;
+      ++load_item;
+      if (load_offset == block_w_floats) load_offset = 0;
     }
-    ptx::cp_async_commit();
   };
+  unsigned w_parity = 0;  // bit b: the phase of w_landed[b] waited for next
 
   float acc[2][kNTiles][4];
-  // The A fragments of step `column` (a column-table entry) from `footprint`, for the lane's two
-  // m16 tiles: hi (TF32-rounded in the tf32 mode) and, split, lo.
-  const auto load_a = [&](const float* footprint, int2 column, uint32_t (&hi)[2][4], uint32_t (&lo)[2][4]) {
+  [[maybe_unused]] uint32_t a[2][2][2][4];  // wgmma's A: [step % 2][hi, lo][m64 tile][register]
+  // The A fragments of step `column` (a column-table entry) from the footprint at shared address
+  // `footprint`, for the lane's two m16 tiles: hi (TF32-rounded in the tf32 mode) and, split, lo.
+  const auto load_a = [&](unsigned footprint, int2 column, uint32_t (&hi)[2][4], uint32_t (&lo)[2][4]) {
+    const unsigned column0 = footprint + column.x, column4 = footprint + column.y;  // uniform
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const float v[4] = {footprint[row_base[i][0] + column.x], footprint[row_base[i][1] + column.x],
-                          footprint[row_base[i][0] + column.y], footprint[row_base[i][1] + column.y]};
+      const float v[4] = {ptx::ld_shared(column0 + row_bytes[i][0]), ptx::ld_shared(column0 + row_bytes[i][1]),
+                          ptx::ld_shared(column4 + row_bytes[i][0]), ptx::ld_shared(column4 + row_bytes[i][1])};
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         if constexpr (kSplit) {
@@ -182,21 +204,20 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
   };
   // Stage g of the chunk from `footprint` and W buffer `stage`, into acc: its slices' k8 steps,
   // step q's W at rows 8 q of each part (w_index).
-  const auto multiply_stage = [&](const float* footprint, int g, int stage) {
+  const auto multiply_stage = [&](unsigned footprint, int g, int stage) {
     if constexpr (kWgmma) {
       // One warpgroup: per step an m64 x N x 8 wgmma per tile (three split), A from registers,
       // W through a descriptor. A's registers alternate between two steps, so that a step's loads
-      // overlap the previous step's wgmmas (wait<1>: the group two steps back has read them).
-      uint32_t a[2][2][2][4];  // [step % 2][hi, lo][m64 tile][register]
+      // overlap the previous step's wgmmas (wait<1>: the group two steps back has read them); a
+      // stage has an even number of steps, and its last two steps' wgmmas stay in flight past the
+      // stage's end (the W ring's lookahead leaves their buffer alone).
       const uint64_t w_desc = wgmma::descriptor(&w_s[stage][0]);
-      wgmma::pin(acc[0]);
-      wgmma::pin(acc[1]);
 #pragma unroll
       for (int q = 0; q < 2 * kSlicesPerStage; ++q) {
         const int s = g * kSlicesPerStage + q / 2;  // the slice within the chunk
         if (kSlicesPerStage > 1 && s >= slices) break;
-        if (q >= 2) wgmma::wait<1>();
-        load_a(footprint, columns[2 * s + q % 2], a[q % 2][0], a[q % 2][1]);
+        wgmma::wait<1>();
+        load_a(footprint, p.columns[2 * s + q % 2], a[q % 2][0], a[q % 2][1]);
         wgmma::fence();
         // Descriptors count 16-byte units: the step's rows of the hi part, then of the lo part.
         const uint64_t hi = w_desc + q * 8 * kN * 4 / 16, lo = hi + kStageK * kN * 4 / 16;
@@ -210,9 +231,6 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
         }
         wgmma::commit();
       }
-      wgmma::wait<0>();
-      wgmma::pin(acc[0]);
-      wgmma::pin(acc[1]);
     } else {
       // Per step and warp: its two m16 tiles by the block's n8 tiles, mma.sync m16n8k8.
 #pragma unroll
@@ -220,7 +238,7 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
         const int s = g * kSlicesPerStage + q / 2;
         if (kSlicesPerStage > 1 && s >= slices) break;
         uint32_t hi[2][4], lo[2][4];
-        load_a(footprint, columns[2 * s + q % 2], hi, lo);
+        load_a(footprint, p.columns[2 * s + q % 2], hi, lo);
 #pragma unroll
         for (int j = 0; j < kNTiles; ++j) {
           // B fragment rows quad and quad + 4 of channel 8 j + group_row: w_index's two 32-float runs.
@@ -247,60 +265,74 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
   };
 
   __syncthreads();  // the barriers are initialized
-  if (items > 0) {
-    if (threadIdx.x == 0) fill(0, 0);
-    load_w(0, 0, 0);
-  }
+  if (items > 0 && threadIdx.x == 0) fill(0, 0);
+  if (threadIdx.x == 0)
+#pragma unroll
+    for (int l = 0; l < kLookahead; ++l) load_next_w(l);
   int stage = 0;  // W's buffer of the stage being multiplied
-  for (int item = 0; item < items; ++item) {
-    const int chunk = item % t.chunks;
-    if (chunk == 0) {
+  // Boxes, then chunks: a box's accumulators start from the bias after the previous box's last
+  // wgmmas are waited for, where ptxas can see it (a start under a runtime test of the chunk made
+  // it serialize every wgmma).
+  int item = 0;  // box * chunks + chunk
+  for (int box = 0; box < boxes_here; ++box) {
 #pragma unroll
-      for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < kNTiles; ++j) {
-          acc[i][j][0] = acc[i][j][2] = bias[j].x;
-          acc[i][j][1] = acc[i][j][3] = bias[j].y;
-        }
+      for (int j = 0; j < kNTiles; ++j) {
+        const float2 b = __ldg(bias + 4 * j);  // channels 8 j + 2 quad and + 1
+        acc[i][j][0] = acc[i][j][2] = b.x;
+        acc[i][j][1] = acc[i][j][3] = b.y;
+      }
+    if constexpr (kWgmma) {
+      wgmma::pin(acc[0]);
+      wgmma::pin(acc[1]);
     }
-    const float* footprint = footprints + (item & 1) * footprint_floats;
-    const bool more = item + 1 < items;
-    for (int g = 0; g < stages; ++g) {
-      // Stage g's W, and at g = 0 this item's footprints (the buffer's (item / 2)-th copy), have landed.
-      ptx::cp_async_wait<0>();
-      if constexpr (kWgmma) ptx::fence_proxy_async();  // the thread's W copies, visible to wgmma's reads
-      if (g == 0) ptx::mbarrier_wait(ptx::shared_address(&landed[item & 1]), (item >> 1) & 1);
-      __syncthreads();  // also: every warp is done with the W buffer and footprint buffer refilled below
-      if (g + 1 < stages)
-        load_w(chunk, g + 1, stage ^ 1);
-      else if (more)
-        load_w((chunk + 1) % t.chunks, 0, stage ^ 1);
-      if (g == 0 && more && threadIdx.x == 0) fill(item + 1, (item + 1) & 1);
-      multiply_stage(footprint, g, stage);
-      stage ^= 1;
-    }
-    if (chunk == t.chunks - 1) {
-      // The box's positions the lane holds: rows [i][h] in accumulators [i][j][2h + e], channel
-      // j * 8 + 2 * quad + e; those outside the output are left out.
-      const BoxOrigin o = box_origin(t, first_box + item / t.chunks);
-      bool inside[4];
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int position = position_of(i, h);
-          const int r = position / t.columns, c = position - r * t.columns;
-          inside[2 * i + h] = o.oh + r < t.oh && o.ow + c < t.ow;
+    for (int chunk = 0; chunk < t.chunks; ++chunk, ++item) {
+      const unsigned footprint = ptx::shared_address(footprints + (item & 1) * footprint_floats);
+      const bool more = item + 1 < items;
+      for (int g = 0; g < stages; ++g) {
+        // Stage g's W, and at g = 0 this item's footprints (the buffer's (item / 2)-th copy), have landed.
+        ptx::mbarrier_wait(ptx::shared_address(&w_landed[stage]), (w_parity >> stage) & 1);
+        w_parity ^= 1u << stage;
+        if (g == 0) ptx::mbarrier_wait(ptx::shared_address(&landed[item & 1]), (item >> 1) & 1);
+        // Also: every warp is done with the footprint buffer refilled below and with the W buffer
+        // loaded below, kLookahead stages ahead: its last reader was this stage's predecessor with
+        // mma.sync, the stage two back with wgmma (each warp has waited for those wgmmas in the
+        // stage since: Traits::w_lookahead).
+        __syncthreads();
+        if (threadIdx.x == 0) {
+          load_next_w(stage + kLookahead < kWBuffers ? stage + kLookahead : stage + kLookahead - kWBuffers);
+          if (g == 0 && more) fill(item + 1, (item + 1) & 1);
         }
-#pragma unroll
-      for (int j = 0; j < kNTiles; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float h[4] = {hardswish(acc[0][j][e]), hardswish(acc[0][j][2 + e]), hardswish(acc[1][j][e]),
-                              hardswish(acc[1][j][2 + e])};
-          running[j][e] = merge_moments(running[j][e], moments_of_selected(h, inside));
-        }
+        multiply_stage(footprint, g, stage);
+        stage = stage + 1 == kWBuffers ? 0 : stage + 1;
+      }
     }
+    if constexpr (kWgmma) {
+      wgmma::wait<0>();
+      wgmma::pin(acc[0]);
+      wgmma::pin(acc[1]);
+    }
+    // The box's positions the lane holds: rows [i][h] in accumulators [i][j][2h + e], channel
+    // j * 8 + 2 * quad + e; those outside the output are left out.
+    const BoxOrigin o = box_origin(t, first_box + box);
+    bool inside[4];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int position = position_of(i, h);
+        const int r = position / t.columns, c = position - r * t.columns;
+        inside[2 * i + h] = o.oh + r < t.oh && o.ow + c < t.ow;
+      }
+#pragma unroll
+    for (int j = 0; j < kNTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const float h[4] = {hardswish(acc[0][j][e]), hardswish(acc[0][j][2 + e]), hardswish(acc[1][j][e]),
+                            hardswish(acc[1][j][2 + e])};
+        running[j][e] = merge_moments(running[j][e], moments_of_selected(h, inside));
+      }
   }
 
   // Fixed-order reductions: the 8 row lanes of a channel by xor-shuffles, then the warps in
@@ -446,10 +478,11 @@ Tiling with_boxes(Tiling t, int rows, int columns) {
   return t;
 }
 
-// Whether the kernel can hold t's footprints: a tensor copy's box and two chunks' footprints
-// within kMaxSharedBytes.
+// Whether the kernel can hold t's footprints and column table: a tensor copy's box, two chunks'
+// footprints within kMaxSharedBytes and a chunk's k8 steps within kMaxColumnSteps.
 bool fits(const Tiling& t) {
   if (t.fw > Traits::kMaxBoxExtent || t.fh > Traits::kMaxBoxExtent || t.fd > Traits::kMaxBoxExtent) return false;
+  if (2 * slices_per_chunk(t) > Traits::kMaxColumnSteps) return false;
   return shared_bytes(t) <= static_cast<size_t>(Traits::kMaxSharedBytes);
 }
 
@@ -538,7 +571,10 @@ void launch(const at::Tensor& x, const FusedLayer& layer, const igemm::IgemmWeig
   p.cout_per_group = static_cast<int>(layer.out_channels() / layer.conv_groups);
   p.blocks = weights.blocks;
   p.tiles = tiles;
-  p.steps = ceil_div(p.t.boxes, tiles);  // balanced: the fewest boxes per tile that cover the sample
+  p.steps = ceil_div(p.t.boxes, tiles);
+  for (int i = 0; i < 2 * slices_per_chunk(p.t); ++i)
+    p.columns[i] = make_int2(static_cast<int>(sizeof(float)) * column_offset(p.t, 8 * i),
+                             static_cast<int>(sizeof(float)) * column_offset(p.t, 8 * i + 4));  // balanced: the fewest boxes per tile that cover the sample
   const int channel_blocks = static_cast<int>(layer.conv_groups) * weights.blocks;
   const CUtensorMap map = x_tensor_map(x, p.t, layer.conv_groups);
   if (weights.lo.defined())

@@ -37,6 +37,9 @@ struct Traits {
   // this, so that two blocks share an SM besides W's stages.
   static constexpr int kMaxSharedBytes = 100 * 1024;
   static constexpr int kMaxBoxExtent = 256;  // a tensor copy's box, per axis
+  // A chunk's k8 steps, whose column offsets travel in the kernel's parameters (8 bytes each, 3 KB
+  // of the 4 KB): kernel 7 x 7 x 7 with 8 channels per chunk has 344.
+  static constexpr int kMaxColumnSteps = 384;
   // W arrives in stages of several slices where the block has few channels, so that a barrier
   // (and a cp.async wait) is paid per stage, not per slice: with 16 channels a slice is 8 MMAs per
   // warp. Both stages of all parts stay within kMaxWBytes, so that two blocks with
@@ -48,6 +51,15 @@ struct Traits {
     while (slices > 1 && igemm::Traits::kStages * parts * slices * kBlockK * 8 * n_tiles * 4 > kMaxWBytes) slices /= 2;
     return slices;
   }
+  // W's buffers and how many stages ahead of the one multiplied they are loaded. mma.sync's reads
+  // of a stage are done when its warps reach the next stage's barrier: two buffers, one ahead.
+  // wgmma's last two steps of a stage are still in flight there (each warp waits for a step's
+  // wgmmas two steps later, and a stage has at least two), so the buffer loaded at stage s is the
+  // one stage s - 2 read: a ring of kWBuffers loaded kWBuffers - 2 ahead. The tf32 mode takes four
+  // (two stages ahead: a stage of 4 to 8 wgmmas is shorter than an L2 read); the accurate mode,
+  // whose stages hold three times the wgmmas, three (8 KB buffers with 64 channels).
+  static constexpr int w_buffers(bool wgmma, int parts) { return !wgmma ? 2 : parts == 1 ? 4 : 3; }
+  static constexpr int w_lookahead(bool wgmma, int parts) { return wgmma ? w_buffers(wgmma, parts) - 2 : 1; }
   // Blocks of 32 and 64 channels run their steps as wgmma where the code has it (sm_90a), the
   // rest as mma.sync: with 64 channels wgmma took Cin 32 -> 64 from 0.427 / 0.770 ms to 0.370 /
   // 0.532 (tf32 / accurate), with 32 Cin 8 -> 32 from 0.648 / 1.012 to 0.612 / 0.885; with 16 it
@@ -58,6 +70,8 @@ struct Traits {
   static_assert(kBoxPositions == 128, "boxes of 4 x 32, 8 x 16 or 16 x 8 positions");
   static_assert(kMinChunk == 4 && kBlockK % kMaxChunk == 0, "a k8 step's columns t and t + 4 share a tap and differ in ci");
 };
+static_assert(Traits::w_buffers(true, 1) >= 3 && Traits::w_buffers(true, 2) >= 3 && Traits::w_buffers(false, 1) == 2,
+              "wgmma needs a W stage ahead of the two its reads may still hold");
 static_assert(Traits::slices_per_stage(1, 2) == 4 && Traits::slices_per_stage(2, 1) == 4 &&
                   Traits::slices_per_stage(2, 2) == 2 && Traits::slices_per_stage(4, 1) == 2 &&
                   Traits::slices_per_stage(8, 1) == 1,
@@ -132,12 +146,8 @@ FUSED3D_HOST_DEVICE int column_offset(const Tiling& t, int k) {
   return ci * t.pitch + (kd * t.dd * t.fh + kh * t.dh) * t.fw + kw * t.dw;
 }
 
-// Shared memory per block beyond W's stages: two chunks' footprints and the column table (an int2
-// per k8 step of a chunk: the column offsets of its columns 0 and 4).
-FUSED3D_HOST_DEVICE size_t shared_bytes(const Tiling& t) {
-  return 2 * static_cast<size_t>(t.chunk) * t.pitch * sizeof(float) +
-         static_cast<size_t>(slices_per_chunk(t)) * 2 * 2 * sizeof(int);
-}
+// Shared memory per block beyond W's stages: two chunks' footprints.
+FUSED3D_HOST_DEVICE size_t shared_bytes(const Tiling& t) { return 2 * static_cast<size_t>(t.chunk) * t.pitch * sizeof(float); }
 
 // The tiling for x's spatial extent: the box shape that pads the output plane least (the smaller
 // footprint on a tie), and the layer's column order.
@@ -145,7 +155,8 @@ Tiling tiling(const at::Tensor& x, const FusedLayer& layer);
 
 // Whether the kernel takes the layer: float32 x on sm_90 on (tensor copies), W a multiple of 4 and
 // x 16-byte aligned (the tensor map's strides and base), footprints of at most kMaxBoxExtent per
-// axis, and two chunks' footprints within kMaxSharedBytes. The rest (float16 / bfloat16 inputs
+// axis, two chunks' footprints within kMaxSharedBytes and a chunk's k8 steps within
+// kMaxColumnSteps. The rest (float16 / bfloat16 inputs
 // among them) goes to the implicit-GEMM kernel.
 bool can_run(const at::Tensor& x, const FusedLayer& layer);
 

@@ -40,6 +40,15 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending)); }
 
+// A float from shared address `address`. The address's sum reaches ptxas as it is written, so that
+// a register plus a uniform sum becomes one LDS [R + UR] (with a C++ pointer it rebuilt each
+// address from its parts with an add per element).
+__device__ __forceinline__ float ld_shared(unsigned address) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(v) : "r"(address));
+  return v;
+}
+
 // ---- mbarriers (sm_90): arrivals and transaction bytes complete a phase; waiters test its parity
 
 __device__ __forceinline__ void mbarrier_init(unsigned bar, unsigned arrivals) {

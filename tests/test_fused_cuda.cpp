@@ -291,10 +291,13 @@ TEST_F(FusedCuda, ImplicitGemmLayersInBothModes) {
     SCOPED_TRACE(to_string(spec));
     const FusedLayer layer = random_layer(spec, gen);
     const at::Tensor x = random_input(spec, gen);
-    // The box kernel's tensor copies need rows of whole 16-byte pieces (W a multiple of 4), and two
-    // chunks' footprints must fit its shared memory (the 576-tap layer's: 2 x 4 x 9 x 18 x 28 floats).
-    const bool box = spec.spatial[2] % 4 == 0 && igemm_box::shared_bytes(igemm_box::tiling(x, layer)) <=
-                                                     static_cast<size_t>(igemm_box::Traits::kMaxSharedBytes);
+    // The box kernel's tensor copies need rows of whole 16-byte pieces (W a multiple of 4), two
+    // chunks' footprints must fit its shared memory (the 576-tap layer's: 2 x 4 x 9 x 18 x 28 floats)
+    // and a chunk's k8 steps its parameters (that layer's: 288).
+    const igemm_box::Tiling tiling = igemm_box::tiling(x, layer);
+    const bool box = spec.spatial[2] % 4 == 0 &&
+                     igemm_box::shared_bytes(tiling) <= static_cast<size_t>(igemm_box::Traits::kMaxSharedBytes) &&
+                     2 * igemm_box::slices_per_chunk(tiling) <= igemm_box::Traits::kMaxColumnSteps;
     box_layers += box;
     const KernelKind planned = box ? KernelKind::kIgemmBox : KernelKind::kIgemm;
     for (const bool requested : {false, true}) {
