@@ -17,14 +17,18 @@
 // kBoxPositions output positions, and one block of up to 64 output channels of one conv group. It
 // walks (box, chunk) items: a chunk's footprints are copied into one of two buffers while the
 // other's are multiplied (item i + 1's copy is issued with item i's first stage); W's slices
-// of kBlockK columns arrive by cp.async in two stages of up to four slices (Traits::
-// slices_per_stage), one barrier per stage, laid out as wgmma's B tiles (w_index). Per k8 step
-// the block (one warpgroup) multiplies its two m64 tiles of positions by the block's channels with
-// wgmma, A from registers loaded from the footprint and W through a descriptor; or each warp its
-// 32 positions with mma.sync, as the implicit-GEMM kernel does. Without B fragment loads from
-// shared memory and at wgmma's rate, 64 channels run 1.15x (tf32) and 1.45x (accurate) faster than
-// with mma.sync (Cin 32 -> 64, run 110); with 16, where A's loads are the cost, neither wins
-// (Traits::uses_wgmma). After a
+// of kBlockK columns arrive in stages of up to four slices (Traits::slices_per_stage), one bulk
+// copy per part by thread 0 onto an mbarrier per buffer, one block barrier per stage, laid out as
+// wgmma's B tiles (w_index); the buffers form a ring (Traits::w_buffers) so that wgmma's last
+// steps of a stage stay in flight past its end. Per k8 step the block (one warpgroup) multiplies
+// its two m64 tiles of positions by the block's channels with wgmma, A from registers loaded from
+// the footprint and W through a descriptor; or each warp its 32 positions with mma.sync, as the
+// implicit-GEMM kernel does. Without B fragment loads from shared memory and at wgmma's rate, 64
+// channels run 1.15x (tf32) and 1.45x (accurate) faster than with mma.sync (Cin 32 -> 64, run
+// 110); with 16, where A's loads are the cost, neither wins (Traits::uses_wgmma). A step's A loads
+// are LDS [R + UR] (ptx::ld_shared): the column offsets come from the parameters at a step index
+// all threads share; with the W copies on one thread this took the tf32 mode 1.05x-1.38x faster
+// over the suite's box layers (run 112). After a
 // box's last chunk its accumulators (started from the bias) get hardswish and join each thread's
 // running (count, mean, M2) per channel for the positions inside the output; the block then merges
 // lanes and warps in a fixed order and writes one Moments per channel of its tile: no atomics,

@@ -41,9 +41,9 @@ struct Traits {
   // of the 4 KB): kernel 7 x 7 x 7 with 8 channels per chunk has 344.
   static constexpr int kMaxColumnSteps = 384;
   // W arrives in stages of several slices where the block has few channels, so that a barrier
-  // (and a cp.async wait) is paid per stage, not per slice: with 16 channels a slice is 8 MMAs per
-  // warp. Both stages of all parts stay within kMaxWBytes, so that two blocks with
-  // kMaxSharedBytes of footprints share an SM.
+  // (and an mbarrier wait) is paid per stage, not per slice: with 16 channels a slice is 8 MMAs
+  // per warp. Two stages of all parts stay within kMaxWBytes, so that two blocks with
+  // kMaxSharedBytes of footprints share an SM (wgmma's ring holds three or four: w_buffers).
   static constexpr int kMaxWBytes = 12 * 1024;
   static constexpr int kMaxSlicesPerStage = 4;
   static constexpr int slices_per_stage(int n_tiles, int parts) {
