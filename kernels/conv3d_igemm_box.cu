@@ -95,7 +95,6 @@ __global__ void __launch_bounds__(Traits::kThreads, kNTiles == GemmTraits::kMaxN
   __shared__ uint64_t w_landed[kWBuffers];  // a W buffer's bulk copies have landed
 
   ptx::launch_dependents();  // the epilogue grid may be scheduled; it waits for this one to end
-  if (threadIdx.x == 0)
   if (threadIdx.x == 0) {
     for (int b = 0; b < 2; ++b) ptx::mbarrier_init(ptx::shared_address(&landed[b]), 1);
     for (int b = 0; b < kWBuffers; ++b) ptx::mbarrier_init(ptx::shared_address(&w_landed[b]), 1);
