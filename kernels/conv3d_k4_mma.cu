@@ -111,7 +111,8 @@ struct Traits : WarpTileTraits {
 // output positions of a channel's mean: it scales as 1/sqrt(S). Measured 2.2e-6 (U[0,1) inputs;
 // 6.2e-6 for N(0,1) in emulation) at the standard S = 10,933; a layer with S = 336 gave 1.4e-5.
 // Below 8192 positions (predicted <= 7.2e-6 for N(0,1)) the float32 kernel keeps the accurate
-// mode's 1e-5 promise instead.
+// mode's 1e-5 promise instead. On inputs with few distinct values the rounding is systematic and
+// does not average out at any S (1.2e-4 to 1.5e-4 in emulation, OPTIMIZATION.md 3.6).
 constexpr int64_t kAccurateMinPositions = 8192;
 
 struct Params {
